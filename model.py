@@ -1,0 +1,175 @@
+"""Evaluation networks built from any genotype: NetworkCIFAR and NetworkImageNet (DARTS layout)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from genotypes import Genotype, cell_edges
+from operations import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+
+
+class Cell(nn.Module):
+    """A discrete cell: each intermediate node sums its incoming ops; the output concatenates
+    the genotype's concat nodes.
+
+    Restricted genotypes (2-tuple genes, two per node) give exactly the original DARTS cell; the
+    unrestricted kind (3-tuple genes (op, src, dst), FP-DARTS' larger space) may give a node any
+    number of inputs. `_ops` is one flat list in gene order, so DARTS state_dict keys are kept.
+    """
+
+    def __init__(self, genotype: Genotype, C_prev_prev, C_prev, C, reduction, reduction_prev):
+        super().__init__()
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+
+        genes = genotype.reduce if reduction else genotype.normal
+        self._edges = cell_edges(genes)  # [(op, src, dst)]
+        self._concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self._nodes = sorted({dst for _, _, dst in self._edges})
+        self.multiplier = len(self._concat)
+        self._ops = nn.ModuleList(
+            OPS[name](C, 2 if reduction and src < 2 else 1, True) for name, src, _ in self._edges
+        )
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
+        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for node in self._nodes:
+            total = None
+            for op, (_, src, dst) in zip(self._ops, self._edges):
+                if dst != node:
+                    continue
+                h = op(states[src])
+                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states[node] = total
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier at 2/3 depth; expects an 8x8 input map (32-pixel images)."""
+
+    def __init__(self, C, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier at 2/3 depth; expects a 7x7 input map (224-pixel images).
+
+    DARTS left out the BatchNorm after the 768-channel conv (a typo it kept for consistency with
+    its paper); we keep that layout so DARTS checkpoints load.
+    """
+
+    def __init__(self, C, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),  # 7x7 -> 2x2
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _Network(nn.Module):
+    """The cell stack shared by both networks: reductions at 1/3 and 2/3 depth, aux head at 2/3."""
+
+    def _build_cells(self, genotype, C, C_prev_prev, C_prev, layers, reduction_prev,
+                     auxiliary, num_classes, aux_head) -> None:
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        self.cells = nn.ModuleList()
+        C_curr = C
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == 2 * layers // 3:
+                C_to_auxiliary = C_prev
+        if auxiliary:
+            self.auxiliary_head = aux_head(C_to_auxiliary, num_classes)
+        # Adaptive pooling equals DARTS' AvgPool2d(7) on ImageNet's 7x7 map and has no parameters.
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def _forward_cells(self, s0: Tensor, s1: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))  # (N, num_classes)
+        return logits, logits_aux
+
+
+class NetworkCIFAR(_Network):
+    """The DARTS CIFAR network: a 3x3 stem to 3C channels, then `layers` cells."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype: Genotype):
+        super().__init__()
+        C_stem = 3 * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, C_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        self._build_cells(genotype, C, C_stem, C_stem, layers, False,
+                          auxiliary, num_classes, AuxiliaryHeadCIFAR)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        s = self.stem(x)  # (N, 3C, H, W)
+        return self._forward_cells(s, s)
+
+
+class NetworkImageNet(_Network):
+    """The DARTS ImageNet network: three stride-2 stem convs (224 -> 28), then `layers` cells."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype: Genotype):
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(3, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self._build_cells(genotype, C, C, C, layers, True,
+                          auxiliary, num_classes, AuxiliaryHeadImageNet)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        s0 = self.stem0(x)  # (N, C, H/4, W/4)
+        s1 = self.stem1(s0)  # (N, C, H/8, W/8)
+        return self._forward_cells(s0, s1)
