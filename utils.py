@@ -1,10 +1,181 @@
-"""Shared machinery of the three scripts: model complexity counting (more plumbing joins later)."""
+"""Shared machinery of the three scripts: device, seeding, run directories, logging, metrics,
+learning rates, checkpoints, evaluation and model complexity."""
 from __future__ import annotations
 
+import io
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fileio import atomic_write
+
+logger = logging.getLogger("fpdarts")
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line on stderr with a non-zero exit."""
+
+
+def run_cli(main, argv: list[str] | None = None):
+    """Call a script's `main`, turning expected user errors into one line on stderr, exit code 2."""
+    from data import DatasetMissing
+    from genotypes import GenotypeError
+
+    try:
+        return main(argv)
+    except (UserError, GenotypeError, DatasetMissing) as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------- environment
+
+def get_device(gpu: int | None = None) -> torch.device:
+    """CUDA device `gpu` (default 0) when CUDA is available, else the CPU; chosen once per run."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", gpu or 0)
+    return torch.device("cpu")
+
+
+def resolve_seed(seed: int) -> int:
+    """The authors' convention: a negative seed draws one in [0, 10000), which is then logged."""
+    return random.randrange(10000) if seed < 0 else seed
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all CUDA devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- run directory and logging
+
+def make_run_dir(root: str, kind: str, save: str, task: int | None = None) -> Path:
+    """`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>[-task<k>]`, created; the DARTS naming."""
+    name = f"{kind}-{save}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-task{task}" if task is not None else "")
+    path = Path(root) / name
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log)."""
+    fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%m/%d %I:%M:%S %p")
+    logger.handlers.clear()
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "log.txt")):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter on the run directory."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+# ---------------------------------------------------------------- metrics
+
+class AverageMeter:
+    """Running weighted average."""
+
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.sum += value * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return self.sum / max(self.count, 1)
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
+    """Top-k accuracies in percent."""
+    maxk = min(max(topk), output.size(1))
+    pred = output.topk(maxk, 1).indices  # (N, maxk)
+    correct = pred.eq(target.view(-1, 1))
+    return [correct[:, : min(k, maxk)].any(1).float().mean().item() * 100.0 for k in topk]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion, device: torch.device,
+             max_batches: int | None = None) -> dict:
+    """Eval-mode loss, top-1 and top-5 (percent) over `loader`."""
+    model.eval()
+    loss, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    for step, (x, y) in enumerate(loader):
+        if max_batches is not None and step >= max_batches:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        acc1, acc5 = accuracy(logits, y, (1, 5))
+        n = y.size(0)
+        loss.update(criterion(logits, y).item(), n)
+        top1.update(acc1, n)
+        top5.update(acc5, n)
+    return {"loss": loss.avg, "top1": top1.avg, "top5": top5.avg}
+
+
+def cycle(loader) -> Iterator:
+    """Iterate over `loader` forever; each pass re-shuffles (replaces next(iter(queue)) per step)."""
+    while True:
+        yield from loader
+
+
+# ---------------------------------------------------------------- learning rate
+
+def cosine_lr(epoch: int, epochs: int, base: float, minimum: float = 0.0) -> float:
+    """Cosine annealing from `base` (epoch 0) to `minimum` (epoch `epochs`), as CosineAnnealingLR."""
+    return minimum + (base - minimum) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Serialise `state` with torch.save and write it atomically: a crash keeps the old file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint onto the CPU, or raise UserError naming the file if it is unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # truncated or corrupt files raise many different errors
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------- model complexity
 
 def count_parameters_in_M(model: nn.Module) -> float:
     """Parameters in millions, the DARTS way: the auxiliary head is not counted."""

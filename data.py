@@ -1,0 +1,175 @@
+"""Data sets, transforms and loaders: CIFAR-10/100, SVHN, ImageNet, any ImageFolder, digits."""
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.datasets as dset
+import torchvision.transforms as T
+from torch.utils.data import DataLoader, Dataset, Subset
+
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409),
+              "svhn": (0.4377, 0.4438, 0.4728)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762),
+             "svhn": (0.1980, 0.2010, 0.1970)}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DATASETS = ("cifar10", "cifar100", "svhn", "folder", "digits")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "digits": 10}
+WHERE = {
+    "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
+               "extracted so that {root}/cifar-10-batches-py/ exists",
+    "cifar100": "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
+                "extracted so that {root}/cifar-100-python/ exists",
+    "svhn": "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
+            "into {root}/",
+}
+
+
+class DatasetMissing(RuntimeError):
+    """A data set is not where it should be; the message says where to put it."""
+
+
+class Cutout:
+    """Zero one random `length` x `length` square of a (C, H, W) image tensor (DeVries & Taylor)."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[1:]
+        y, x = np.random.randint(h), np.random.randint(w)
+        y0, y1 = max(y - self.length // 2, 0), min(y + self.length // 2, h)
+        x0, x1 = max(x - self.length // 2, 0), min(x + self.length // 2, w)
+        img = img.clone()
+        img[:, y0:y1, x0:x1] = 0.0
+        return img
+
+
+def cifar_transforms(dataset: str, cutout: bool, cutout_length: int) -> tuple[T.Compose, T.Compose]:
+    """DARTS CIFAR transforms: random crop 32 (pad 4) + flip (+ cutout) for training."""
+    normalize = T.Normalize(CIFAR_MEAN[dataset], CIFAR_STD[dataset])
+    train = [T.RandomCrop(32, padding=4)]
+    if dataset != "svhn":  # flipping digits changes their meaning
+        train.append(T.RandomHorizontalFlip())
+    train += [T.ToTensor(), normalize] + ([Cutout(cutout_length)] if cutout else [])
+    return T.Compose(train), T.Compose([T.ToTensor(), normalize])
+
+
+def folder_transforms(image_size: int, cutout: bool, cutout_length: int) -> tuple[T.Compose, T.Compose]:
+    """Transforms for an arbitrary ImageFolder: resize to a square, flip (+ cutout) for training."""
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    resize = T.Resize((image_size, image_size))
+    train = [resize, T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    train += [Cutout(cutout_length)] if cutout else []
+    return T.Compose(train), T.Compose([resize, T.ToTensor(), normalize])
+
+
+def imagenet_transforms(image_size: int = 224) -> tuple[T.Compose, T.Compose]:
+    """DARTS/P-DARTS ImageNet transforms: RandomResizedCrop + flip + ColorJitter; resize/centre-crop."""
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train = T.Compose([
+        T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
+        T.ToTensor(), normalize,
+    ])
+    test = T.Compose([T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size),
+                      T.ToTensor(), normalize])
+    return train, test
+
+
+class Digits(Dataset):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download), as 3x8x8 tensors.
+
+    A fixed 80/20 split: `train=True` gives 1,437 images, `train=False` the other 360.
+    """
+
+    def __init__(self, train: bool):
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        order = np.random.RandomState(0).permutation(len(bunch.target))
+        cut = int(0.8 * len(order))
+        keep = order[:cut] if train else order[cut:]
+        images = torch.tensor(bunch.images[keep], dtype=torch.float32) / 16.0  # (N, 8, 8) in [0, 1]
+        self.images = ((images - 0.5) / 0.5).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+        self.targets = torch.tensor(bunch.target[keep], dtype=torch.long)
+        self.classes = [str(i) for i in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.targets[i])
+
+
+def _torchvision_dataset(name: str, root: str, train: bool, transform):
+    """CIFAR-10/100 or SVHN from `root`, downloaded when missing; one clear error when offline."""
+    if name == "svhn":
+        make = lambda download: dset.SVHN(root, split="train" if train else "test",
+                                          transform=transform, download=download)
+    else:
+        cls = dset.CIFAR10 if name == "cifar10" else dset.CIFAR100
+        make = lambda download: cls(root, train=train, transform=transform, download=download)
+    try:
+        return make(False)
+    except RuntimeError:
+        pass
+    try:
+        return make(True)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        where = WHERE[name].format(root=root)
+        raise DatasetMissing(
+            f"{name} not found in '{root}' and the download failed ({type(e).__name__}); "
+            f"put {where}, or point --data at the folder that holds it"
+        ) from None
+
+
+def _image_folder(root: str, split: str, transform) -> dset.ImageFolder:
+    """An ImageFolder at `root/split`, or a one-line error saying what layout is expected."""
+    path = Path(root) / split
+    if not path.is_dir():
+        raise DatasetMissing(
+            f"no folder '{path}': --data must hold train/ and val/ with one sub-folder per class"
+        )
+    try:
+        return dset.ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DatasetMissing(f"cannot read images under '{path}': {e}") from None
+
+
+def get_datasets(name: str, root: str, *, cutout: bool = False, cutout_length: int = 16,
+                 image_size: int = 32) -> tuple[Dataset, Dataset, int]:
+    """Return (train set, test set, number of classes) of a data set name in DATASETS."""
+    if name == "digits":
+        return Digits(train=True), Digits(train=False), NUM_CLASSES[name]
+    if name == "folder":
+        train_tf, test_tf = folder_transforms(image_size, cutout, cutout_length)
+        train = _image_folder(root, "train", train_tf)
+        return train, _image_folder(root, "val", test_tf), len(train.classes)
+    if name == "imagenet":
+        train_tf, test_tf = imagenet_transforms(image_size)
+        train = _image_folder(root, "train", train_tf)
+        return train, _image_folder(root, "val", test_tf), len(train.classes)
+    train_tf, test_tf = cifar_transforms(name, cutout, cutout_length)
+    train = _torchvision_dataset(name, root, True, train_tf)
+    return train, _torchvision_dataset(name, root, False, test_tf), NUM_CLASSES[name]
+
+
+def split_indices(n: int, portion: float) -> tuple[list[int], list[int]]:
+    """The DARTS search split: the first `portion` of the training set and the rest."""
+    cut = int(np.floor(portion * n))
+    return list(range(cut)), list(range(cut, n))
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, indices: list[int] | None = None,
+                shuffle: bool = False, workers: int = 0, seed: int = 0,
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over `dataset` (or its `indices`); shuffling is seeded by `seed`."""
+    if indices is not None:
+        dataset = Subset(dataset, indices)
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      generator=generator, drop_last=drop_last, pin_memory=pin_memory,
+                      persistent_workers=workers > 0)
