@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import urllib.error
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torchvision.datasets as dset
-import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset, Subset
+
+if TYPE_CHECKING:
+    import torchvision.datasets as dset
+    import torchvision.transforms as T
+
+# torchvision is imported where it is used: it costs about 2 s at start-up, and the digits data
+# set (the quick start and the end-to-end tests) does not need it.
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409),
               "svhn": (0.4377, 0.4438, 0.4728)}
@@ -49,6 +55,8 @@ class Cutout:
 
 def cifar_transforms(dataset: str, cutout: bool, cutout_length: int) -> tuple[T.Compose, T.Compose]:
     """DARTS CIFAR transforms: random crop 32 (pad 4) + flip (+ cutout) for training."""
+    import torchvision.transforms as T
+
     normalize = T.Normalize(CIFAR_MEAN[dataset], CIFAR_STD[dataset])
     train = [T.RandomCrop(32, padding=4)]
     if dataset != "svhn":  # flipping digits changes their meaning
@@ -59,6 +67,8 @@ def cifar_transforms(dataset: str, cutout: bool, cutout_length: int) -> tuple[T.
 
 def folder_transforms(image_size: int, cutout: bool, cutout_length: int) -> tuple[T.Compose, T.Compose]:
     """Transforms for an arbitrary ImageFolder: resize to a square, flip (+ cutout) for training."""
+    import torchvision.transforms as T
+
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     resize = T.Resize((image_size, image_size))
     train = [resize, T.RandomHorizontalFlip(), T.ToTensor(), normalize]
@@ -68,6 +78,8 @@ def folder_transforms(image_size: int, cutout: bool, cutout_length: int) -> tupl
 
 def imagenet_transforms(image_size: int = 224) -> tuple[T.Compose, T.Compose]:
     """DARTS/P-DARTS ImageNet transforms: RandomResizedCrop + flip + ColorJitter; resize/centre-crop."""
+    import torchvision.transforms as T
+
     normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train = T.Compose([
         T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
@@ -106,6 +118,8 @@ class Digits(Dataset):
 
 def _torchvision_dataset(name: str, root: str, train: bool, transform):
     """CIFAR-10/100 or SVHN from `root`, downloaded when missing; one clear error when offline."""
+    import torchvision.datasets as dset
+
     if name == "svhn":
         make = lambda download: dset.SVHN(root, split="train" if train else "test",
                                           transform=transform, download=download)
@@ -128,6 +142,8 @@ def _torchvision_dataset(name: str, root: str, train: bool, transform):
 
 def _image_folder(root: str, split: str, transform) -> dset.ImageFolder:
     """An ImageFolder at `root/split`, or a one-line error saying what layout is expected."""
+    import torchvision.datasets as dset
+
     path = Path(root) / split
     if not path.is_dir():
         raise DatasetMissing(

@@ -88,11 +88,12 @@ class Network(nn.Module):
     parameters get no gradient (grad stays None) and SGD and gradient clipping skip them.
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
+    def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4,
                  stem_multiplier: int = 3, primitives: list[str] = PRIMITIVES):
         super().__init__()
         self.primitives = list(primitives)
         self._steps = steps
+        multiplier = steps  # the cell output concatenates every intermediate node
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(C_curr))

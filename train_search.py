@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sal_hessian_coef", type=float, default=1.0, help="coefficient of the Hessian term (1 as in the authors' code; 0.5 is the textbook Taylor value)")
     g.add_argument("--sal_batch_size", type=int, default=None, help="batch size of the saliency passes (default: --batch_size, or 32 with --sal_second)")
     g.add_argument("--sal_second_budget", type=int, default=500, help="s2 uses about this many Hessian rows per event: ceil(budget / live ops) batches")
-    g.add_argument("--hessian_chunk", type=int, default=32, help="Hessian-vector products computed at once (memory bound)")
+    g.add_argument("--hessian_chunk", type=int, default=16, help="Hessian diagonal entries computed at once (memory grows with it)")
     g.add_argument("--warmup", type=int, default=10, help="epochs without pruning")
     g.add_argument("--prune_interval", type=int, default=None, help="test/debug: prune every N weight steps (default: half an epoch, i.e. twice per epoch)")
     g.add_argument("--num_compare", type=int, default=1, help="N > 1: re-check the N lowest-saliency ops by removing each and measuring the validation loss (s1r uses 5)")
@@ -126,6 +126,12 @@ def prune_event(pruner: Pruner, args, epoch: int, step: int, sal_queue, valid_it
                      d["op"], d["saliency"], "" if d["loss"] is None else f"  loss={d['loss']:.4f}")
 
 
+def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
+    """The authors' schedule: after `warmup` epochs, at every `interval`-th step of an epoch
+    (interval = half an epoch by default: two events per epoch)."""
+    return epoch >= warmup and (step + 1) % interval == 0
+
+
 def search_one_epoch(epoch, model, architect, optimizer, pruner, queues, args, device, run_dir):
     """Alternate architecture and weight steps over the weight split; prune when due."""
     train_queue, valid_iter, sal_queue = queues
@@ -148,7 +154,7 @@ def search_one_epoch(epoch, model, architect, optimizer, pruner, queues, args, d
         top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
         if step % args.report_freq == 0:
             log.info("train %03d %e %f", step, loss_m.avg, top1_m.avg)
-        if epoch >= args.warmup and (step + 1) % interval == 0 and not pruner.finished():
+        if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not pruner.finished():
             prune_event(pruner, args, epoch, step, sal_queue, valid_iter, run_dir)
     return {"loss": loss_m.avg, "top1": top1_m.avg}
 

@@ -1,0 +1,90 @@
+"""train_search.py end to end on the real digits data: every variant prunes to its final cell."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from genotypes import is_restricted, load_genotype
+from model import NetworkCIFAR
+
+# 32 weight images in batches of 16 with a prune event every step: 2 events per epoch, so the
+# 31 events of a 2-node cell (35 -> 4 ops) end in epoch 16 of 18.
+TINY = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
+        "--layers", "3", "--steps", "2", "--epochs", "18", "--warmup", "1", "--prune_interval", "1",
+        "--report_freq", "100", "--seed", "7"]
+
+
+def search(tmp_path, *extra):
+    out = tmp_path / "ckpt"
+    run_cli("train_search.py", *TINY, "--out_dir", out, *extra)
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def check_run_dir(run_dir, epochs=18):
+    for name in ("args.json", "log.txt", "genotype.json", "results.json", "checkpoint.pt",
+                 "genotype_normal.png", "genotype_reduce.pdf"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    root = run_dir / "results_of_7q"
+    for epoch in range(epochs):
+        load_genotype(root / "genotype" / f"{epoch}.txt")
+        alpha = json.loads((root / "alpha" / f"{epoch}.txt").read_text())
+        assert len(alpha["alphas_normal"]) == 5 and len(alpha["alphas_reduce"][0]) == 7
+    assert (root / "results.csv").read_text().count("\n") == epochs + 1
+    sal = json.loads((root / "sal" / "16.txt").read_text())
+    assert len(sal["normal"]) == 5
+    events = [json.loads(line) for line in (run_dir / "prune_events.jsonl").read_text().splitlines()]
+    assert len(events) == 2 * 31 and events[-1]["epoch"] == 16
+    assert {e["cell"] for e in events} == {"normal", "reduce"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["pruning_finished"] and results["search_cost_seconds"] > 0
+    genotype = load_genotype(run_dir / "genotype.json")
+    assert load_genotype(root / "genotype" / f"{epochs - 1}.txt") == genotype
+    model = NetworkCIFAR(4, 10, 3, False, genotype).eval()
+    assert model(torch.randn(2, 3, 8, 8))[0].shape == (2, 10)
+    return genotype, events
+
+
+def test_s1_reaches_the_darts_cell_and_is_reproducible(tmp_path):
+    genotype, events = check_run_dir(search(tmp_path / "a"))
+    assert is_restricted(genotype) and len(genotype.normal) == len(genotype.reduce) == 4
+    assert all(e["loss"] is None and len(e["candidates"]) == 1 for e in events)
+    again, _ = check_run_dir(search(tmp_path / "b"))
+    assert again == genotype
+
+
+def test_s2(tmp_path):
+    genotype, _ = check_run_dir(search(tmp_path, "--sal_second", "--sal_second_budget", "1"))
+    assert is_restricted(genotype)
+
+
+def test_s1r_compares_candidates(tmp_path):
+    genotype, events = check_run_dir(
+        search(tmp_path, "--num_compare", "3", "--iter_compare", "1", "--fixed_compare_batches"))
+    assert is_restricted(genotype)
+    busy = [e for e in events if len(e["candidates"]) == 3]
+    assert busy and all(e["loss"] == min(c["loss"] for c in e["candidates"]) for e in busy)
+
+
+def test_no_restrict_larger_space(tmp_path):
+    run_dir = search(tmp_path, "--no_restrict", "--num_kept_min", "4", "--num_kept_max", "4",
+                     "--num_compare", "2", "--iter_compare", "0")
+    genotype, events = check_run_dir(run_dir)
+    assert not is_restricted(genotype)
+    assert events[-1]["live_ops"] == [4, 4]
+    assert len(genotype.normal) <= 4
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num_compare", "0"], "--num_compare must be positive"),
+    (["--batch_size", "0"], "--batch_size must be positive"),
+    (["--train_portion", "1.5"], "--train_portion must be in (0, 1)"),
+    (["--warmup", "60"], "--warmup (60) must be at least 0 and below --epochs (60)"),
+    (["--sal_type", "magic"], "invalid choice: 'magic'"),
+])
+def test_impossible_values_are_refused(tmp_path, flags, message):
+    result = run_cli("train_search.py", "--out_dir", tmp_path, *flags, check=False)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
