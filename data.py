@@ -1,6 +1,7 @@
 """Data sets, transforms and loaders: CIFAR-10/100, SVHN, ImageNet, any ImageFolder, digits."""
 from __future__ import annotations
 
+import copy
 import urllib.error
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -177,6 +178,18 @@ def split_indices(n: int, portion: float) -> tuple[list[int], list[int]]:
     """The DARTS search split: the first `portion` of the training set and the rest."""
     cut = int(np.floor(portion * n))
     return list(range(cut)), list(range(cut, n))
+
+
+def holdout_split(train_set: Dataset, test_set: Dataset, portion: float) -> tuple[Dataset, Dataset | None]:
+    """Hold out the last `portion` of the training set for validation, seen with the test set's
+    (evaluation) transform; `portion` 0 gives (train_set, None)."""
+    if portion <= 0:
+        return train_set, None
+    train_idx, valid_idx = split_indices(len(train_set), 1.0 - portion)
+    valid_view = copy.copy(train_set)
+    if hasattr(valid_view, "transform"):
+        valid_view.transform = getattr(test_set, "transform", None)
+    return Subset(train_set, train_idx), Subset(valid_view, valid_idx)
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, indices: list[int] | None = None,

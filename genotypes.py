@@ -166,7 +166,7 @@ def validate(genotype: Genotype, source: str = "genotype") -> Genotype:
     return genotype
 
 
-def _from_fields(fields: dict, source: str) -> Genotype:
+def genotype_from_dict(fields: dict, source: str) -> Genotype:
     """Build and validate a Genotype from a dict of its four fields (lists or tuples)."""
     missing = [k for k in Genotype._fields if k not in fields]
     if missing:
@@ -212,7 +212,7 @@ def parse_genotype_string(text: str, source: str = "genotype string") -> Genotyp
         fields.update(zip(Genotype._fields, (_literal(a) for a in call.args)))
     except (SyntaxError, ValueError, TypeError) as e:
         raise GenotypeError(f"{source}: cannot parse 'Genotype(...)' ({e})") from None
-    return _from_fields(fields, source)
+    return genotype_from_dict(fields, source)
 
 
 def load_genotype(spec: str | os.PathLike) -> Genotype:
@@ -241,7 +241,31 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
         raise GenotypeError(f"{spec}: invalid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(fields, dict):
         raise GenotypeError(f"{spec}: expected a JSON object with the genotype fields")
-    return _from_fields(fields, spec)
+    return genotype_from_dict(fields, spec)
+
+
+def load_from_run(base_dir: str | os.PathLike, name: int | str) -> tuple[Genotype, Path]:
+    """The genotype of epoch `name` of a search run directory (negative: counted from the last
+    epoch, -1 = the last), read from `results_of_7q/genotype/<epoch>.txt`."""
+    base = Path(base_dir)
+    if not base.is_dir():
+        raise GenotypeError(f"{base}: no such search run directory")
+    folder = base / "results_of_7q" / "genotype"
+    epochs = sorted(int(p.stem) for p in folder.glob("*.txt") if p.stem.isdigit())
+    if not epochs:
+        raise GenotypeError(f"{base}: no per-epoch genotypes in results_of_7q/genotype/ "
+                            "(is this a train_search.py run directory?)")
+    epoch = int(name)
+    if epoch < 0:
+        if -epoch > len(epochs):
+            raise GenotypeError(f"{base}: genotype name {name} reaches before the first epoch "
+                                f"(epochs {epochs[0]}..{epochs[-1]})")
+        epoch = epochs[epoch]
+    if epoch not in epochs:
+        raise GenotypeError(f"{base}: no genotype for epoch {name}; available: "
+                            f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs) or -1 for the last")
+    path = folder / f"{epoch}.txt"
+    return load_genotype(path), path
 
 
 def genotype_to_dict(genotype: Genotype) -> dict:

@@ -22,7 +22,7 @@ def _leaf_betas(model: Network) -> Tensor:
     return model.betas().detach().requires_grad_(True)
 
 
-def _search_loss(model: Network, betas: Tensor, x: Tensor, y: Tensor) -> Tensor:
+def _search_loss(model: Network, betas: Tensor, *, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x, betas=betas), y)
 
 
@@ -37,7 +37,7 @@ def saliency_first_order(model: Network, batches: Iterable, device: torch.device
     total, count = torch.zeros_like(betas), 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        (g,) = torch.autograd.grad(_search_loss(model, betas, x, y), betas)
+        (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
         total -= g * betas.detach()
         count += 1
     return total / max(count, 1)
@@ -122,9 +122,10 @@ def saliency_second_order(model: Network, batches: Iterable, device: torch.devic
     total, count = torch.zeros_like(betas), 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        (g,) = torch.autograd.grad(_search_loss(model, betas, x, y), betas)
+        (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
         with explicit_batchnorm(model):
-            h = hessian_diagonal(lambda b: _search_loss(model, b, x, y), betas.detach(), live, chunk)
+            loss_fn = partial(_search_loss, model, x=x, y=y)
+            h = hessian_diagonal(loss_fn, betas.detach(), live, chunk)
         b = betas.detach()
         total += -g * b + hessian_coef * h * b * b
         count += 1

@@ -61,21 +61,24 @@ def set_seed(seed: int) -> None:
 
 # ---------------------------------------------------------------- run directory and logging
 
-def make_run_dir(root: str, kind: str, save: str, task: int | None = None) -> Path:
-    """`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>[-task<k>]`, created; the DARTS naming."""
-    name = f"{kind}-{save}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-task{task}" if task is not None else "")
+def make_run_dir(root: str, kind: str, save: str, suffix: str | None = None) -> Path:
+    """`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>[-<suffix>]`, created; the DARTS naming."""
+    name = f"{kind}-{save}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{suffix}" if suffix else "")
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=False)
     return path
 
 
-def setup_logging(run_dir: Path) -> None:
+def setup_logging(run_dir: Path | None) -> None:
     """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log)."""
     fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%m/%d %I:%M:%S %p")
     logger.handlers.clear()
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "log.txt")):
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
 
@@ -198,3 +201,28 @@ def count_multadds_in_M(model: nn.Module, image_size: int, channels: int = 3) ->
         model(torch.zeros(1, channels, image_size, image_size, device=device))
     model.train(was_training)
     return counter.get_total_flops() / 2 / 1e6
+
+
+# ---------------------------------------------------------------- genotypes for the training scripts
+
+def genotype_sources(base_dir: str | None, names: list, arch: str | None,
+                     genotype_path: str | None, no_restrict: bool) -> list[tuple[str, object]]:
+    """[(source label, genotype)] from `--arch`, `--genotype` or `--base_dir` + epoch names,
+    checked against `--no_restrict` (a restricted genotype cannot be trained as unrestricted;
+    an unrestricted one is recognised by its 3-element genes without the flag)."""
+    from genotypes import is_restricted, load_from_run, load_genotype
+
+    given = [x is not None for x in (base_dir, arch, genotype_path)]
+    if sum(given) != 1:
+        raise UserError("give exactly one genotype source: --base_dir, --arch or --genotype")
+    if base_dir is not None:
+        sources = [(str(path), genotype) for genotype, path in
+                   (load_from_run(base_dir, name) for name in names)]
+    else:
+        spec = arch if arch is not None else genotype_path
+        sources = [(spec, load_genotype(spec))]
+    for label, genotype in sources:
+        if no_restrict and is_restricted(genotype):
+            raise UserError(f"{label}: --no_restrict was given but this is a restricted (DARTS) "
+                            "genotype with 2-element genes; drop --no_restrict")
+    return sources

@@ -76,8 +76,9 @@ def measure(config: str, what: str, channels_last: bool, repeats: int, rows: int
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = Network(cfg["C"], 10, cfg["layers"]).to(device, memory_format=fmt)
-    batch = lambda n: (torch.randn(n, 3, cfg["size"], cfg["size"], device=device).contiguous(memory_format=fmt),
-                       torch.randint(0, 10, (n,), device=device))
+    def batch(n):
+        x = torch.randn(n, 3, cfg["size"], cfg["size"], device=device)
+        return x.contiguous(memory_format=fmt), torch.randint(0, 10, (n,), device=device)
     x, y = batch(cfg["batch"])
     if what == "iter_pruned":
         darts_cell_mask(model)
@@ -152,14 +153,17 @@ def main() -> None:
                       f"   peak {r.get('peak_mb', float('nan')):8.0f} MB  {r.get('error', '')}")
         for cl in (False, True):
             if iters["iter_full", cl] and iters["iter_pruned", cl]:
-                print(f"pruned / full (channels_last={cl}): {iters['iter_pruned', cl] / iters['iter_full', cl]:.1%}")
+                ratio = iters["iter_pruned", cl] / iters["iter_full", cl]
+                print(f"pruned / full (channels_last={cl}): {ratio:.1%}")
         r = run_isolated(config, "s1", False, args.repeats, args.rows)
-        print(f"s1 event   {r.get('seconds', float('nan')):9.1f} s  ({r.get('per_batch', float('nan')):.3f} s/batch x "
-              f"{VALID_BATCHES})   peak {r.get('peak_mb', float('nan')):8.0f} MB  {r.get('error', '')}")
+        nan = float("nan")
+        print(f"s1 event   {r.get('seconds', nan):9.1f} s  ({r.get('per_batch', nan):.3f} s/batch x "
+              f"{VALID_BATCHES})   peak {r.get('peak_mb', nan):8.0f} MB  {r.get('error', '')}")
         r1r = run_isolated(config, "s1r", False, args.repeats, args.rows)
         if "error" not in r and "error" not in r1r:
-            print(f"s1r event  {r['seconds'] + r1r['compare_seconds']:9.1f} s  (s1 + 2 cells x 5 candidates x 31 "
-                  f"eval batches at {r1r['per_eval_batch']:.3f} s)   peak {r1r['peak_mb']:8.0f} MB")
+            print(f"s1r event  {r['seconds'] + r1r['compare_seconds']:9.1f} s  (s1 + 2 cells x 5 "
+                  f"candidates x 31 eval batches at {r1r['per_eval_batch']:.3f} s)   "
+                  f"peak {r1r['peak_mb']:8.0f} MB")
         rb = run_isolated(config, "s2_batched", False, 1, args.rows)
         rl = run_isolated(config, "s2_loop", False, 1, args.rows)
         for name, r in (("batched", rb), ("loop", rl)):
@@ -167,7 +171,8 @@ def main() -> None:
                   f"{r.get('event_seconds', float('nan')):9.1f} s ({r.get('event_rows', '?')} rows)"
                   f"   peak {r.get('peak_mb', float('nan')):8.0f} MB  {r.get('error', '')}")
         if "per_row" in rb and "per_row" in rl:
-            print(f"s2 Hessian diagonal: batched is {rl['per_row'] / rb['per_row']:.1f}x faster than the loop")
+            speedup = rl["per_row"] / rb["per_row"]
+            print(f"s2 Hessian diagonal: batched is {speedup:.1f}x faster than the loop")
 
 
 if __name__ == "__main__":

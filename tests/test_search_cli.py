@@ -3,8 +3,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from genotypes import is_restricted, load_genotype
 from model import NetworkCIFAR
 

@@ -1,0 +1,216 @@
+"""What train.py and train_imagenet.py share: their common flags, one epoch, the epoch loop with
+drop-path ramp, evaluation, checkpoints, results.json, and `--mode eval`."""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import utils
+from data import holdout_split, make_loader
+from genotypes import genotype_from_dict, genotype_to_dict
+from visualize import GraphvizMissing, plot_genotype
+
+log = utils.logger
+
+
+def add_genotype_args(p: argparse.ArgumentParser, base_flag: str, names_flag: str, nargs) -> None:
+    """The genotype source flags (shared with train_imagenet.py, which spells two of them differently)."""
+    g = p.add_argument_group("genotype")
+    g.add_argument(base_flag, default=None, help="search run directory made by train_search.py")
+    g.add_argument(names_flag, type=int, nargs=nargs, default=[-1] if nargs else -1, help="epoch(s) of the run's genotype files; negative counts from the last (-1 = last epoch)")
+    g.add_argument("--arch", default=None, help="a genotype named in genotypes.py (instead of a run directory)")
+    g.add_argument("--genotype", default=None, help="a genotype file: JSON or a Genotype(...) line")
+    g.add_argument("--no_restrict", action="store_true",
+                   help="the genotype is of the larger space (3-element genes); detected "
+                        "automatically, refused for a restricted genotype")
+
+
+def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
+    """Flags both training scripts share; `defaults` holds the values that differ."""
+    p.add_argument("--mode", default="train", choices=["train", "eval"], help="train from scratch, or evaluate --model_path on the test set")
+    p.add_argument("--model_path", default=None, help="checkpoint to evaluate (--mode eval)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=defaults["epochs"], help="training epochs")
+    g.add_argument("--batch_size", type=int, default=defaults["batch_size"], help="batch size")
+    g.add_argument("--learning_rate", type=float, default=defaults["learning_rate"], help="initial learning rate")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight_decay", type=float, default=defaults["weight_decay"], help="weight decay")
+    g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip")
+    g.add_argument("--drop_path_prob", type=float, default=defaults["drop_path_prob"], help="drop-path probability, ramped linearly from 0 over the epochs")
+    g.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight of the auxiliary head's loss")
+    g = p.add_argument_group("network")
+    g.add_argument("--init_channels", type=int, default=defaults["init_channels"], help="channels of the first cell")
+    g.add_argument("--layers", type=int, default=defaults["layers"], help="number of cells")
+    g = p.add_argument_group("run")
+    g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
+    g.add_argument("--out_dir", default=None, help="folder that receives the run directory (default: the search run directory, else ckpt)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (-1 draws one)")
+    g.add_argument("--gpu", type=int, default=0, help="CUDA device index (the CPU is used when CUDA is absent)")
+    g.add_argument("--report_freq", type=int, default=defaults["report_freq"], help="log every N steps")
+    g.add_argument("--workers", type=int, default=defaults["workers"], help="data loader worker processes")
+    g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torch.device, *,
+                    grad_clip: float, aux_weight: float = 0.0, amp: bool = False,
+                    channels_last: bool = False, report_freq: int = 50) -> dict:
+    """One pass over `loader`; the auxiliary logits (if any) add `aux_weight` times their loss."""
+    model.train()
+    loss_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for step, (x, y) in enumerate(loader):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            logits, logits_aux = model(x)
+            loss = criterion(logits, y)
+            if logits_aux is not None and aux_weight > 0:
+                loss = loss + aux_weight * criterion(logits_aux, y)
+        if not torch.isfinite(loss):
+            raise utils.UserError(f"the training loss became {loss.item()} at step {step}; "
+                                  "the last good checkpoint is kept")
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        acc1, acc5 = utils.accuracy(logits.float(), y, (1, 5))
+        loss_m.update(loss.item(), y.size(0))
+        top1_m.update(acc1, y.size(0))
+        top5_m.update(acc5, y.size(0))
+        if step % report_freq == 0:
+            log.info("train %03d %e %f %f", step, loss_m.avg, top1_m.avg, top5_m.avg)
+    return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg}
+
+
+def fit(model: nn.Module, optimizer, criterion, eval_criterion, device: torch.device, *,
+        run_dir: Path, loaders: dict, epochs: int, lr_at: Callable[[int], float],
+        drop_path_prob: float, grad_clip: float, aux_weight: float, amp: bool,
+        channels_last: bool, report_freq: int, extra_state: dict) -> dict:
+    """The epoch loop: lr from `lr_at(epoch)`, drop-path ramped linearly over the epochs, train,
+    evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint.
+
+    The test set is only reported: the best epoch is chosen on the validation split when there is
+    one; the best test accuracy is logged under a name that says it was seen, not selected.
+    """
+    writer = utils.tensorboard_writer(run_dir)
+    history, best = [], {}
+    for epoch in range(epochs):
+        lr = lr_at(epoch)
+        utils.set_lr(optimizer, lr)
+        model.drop_path_prob = drop_path_prob * epoch / epochs
+        log.info("epoch %d lr %e drop_path_prob %f", epoch, lr, model.drop_path_prob)
+        train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
+                                grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,
+                                channels_last=channels_last, report_freq=report_freq)
+        row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in train.items()}}
+        for split in ("valid", "test"):
+            if loaders.get(split) is not None:
+                metrics = utils.evaluate(model, loaders[split], eval_criterion, device)
+                row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        history.append(row)
+        split = "valid" if loaders.get("valid") is not None else "test"
+        if not best or row[f"{split}_top1"] > best[f"{split}_top1"]:
+            best = row
+        utils.save_checkpoint(run_dir / "checkpoint.pt", {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "history": history, **extra_state})
+    writer.close()
+    return {"history": history, "best": best, "final": history[-1]}
+
+
+def summarise(result: dict, has_valid: bool) -> dict:
+    """The figures a paper table needs from `fit`'s result."""
+    final, best = result["final"], result["best"]
+    summary = {"epochs": len(result["history"]),
+               "final_test_top1": final.get("test_top1"), "final_test_top5": final.get("test_top5")}
+    if has_valid:
+        summary.update(best_valid_epoch=best["epoch"], best_valid_top1=best["valid_top1"],
+                       test_top1_at_best_valid_epoch=best.get("test_top1"))
+    else:
+        summary.update(best_test_top1_seen=max(r["test_top1"] for r in result["history"]),
+                       note="best_test_top1_seen is reported only; nothing is chosen on the test set")
+    return summary
+
+
+def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject impossible values and conflicting flags with one line."""
+    for name in ("epochs", "batch_size", "init_channels", "layers"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.val_portion < 1:
+        p.error(f"--val_portion must be in [0, 1), got {args.val_portion}")
+    if args.mode == "eval" and not args.model_path:
+        p.error("--mode eval needs --model_path")
+
+
+def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, device) -> dict:
+    """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy."""
+    utils.setup_logging(None)
+    state = utils.load_checkpoint(args.model_path)
+    if not {"genotype", "model", "args"} <= set(state):
+        raise utils.UserError(f"{args.model_path}: not a checkpoint of train.py / train_imagenet.py")
+    genotype = genotype_from_dict(state["genotype"], args.model_path)
+    a = state["args"]
+    model = network_cls(a["init_channels"], num_classes, a["layers"], a["auxiliary"], genotype)
+    model.load_state_dict(state["model"])
+    loader = make_loader(test_set, args.batch_size, workers=args.workers)
+    metrics = utils.evaluate(model.to(device), loader, nn.CrossEntropyLoss(), device)
+    log.info("test top1 %.4f top5 %.4f loss %.4f (%s)", metrics["top1"], metrics["top5"],
+             metrics["loss"], args.model_path)
+    return {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"]}
+
+
+def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
+                   criterion, lr_at: Callable[[int], float], device, run_root: str) -> dict:
+    """Train `genotype` from scratch in its own run directory; write and return results.json."""
+    start = time.time()
+    train_set, test_set, num_classes = datasets
+    run_dir = utils.make_run_dir(run_root, "eval", args.save, f"g{Path(label).stem}")
+    utils.setup_logging(run_dir)
+    utils.write_json(run_dir / "args.json", vars(args))
+    utils.set_seed(args.seed)
+    log.info("genotype %s from %s on %s; args = %s", genotype, label, device, vars(args))
+    try:
+        plot_genotype(genotype, run_dir / "genotype")
+    except GraphvizMissing as e:
+        log.warning("no drawing of the cells: %s", e)
+    model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
+    params, madds = utils.count_parameters_in_M(model), utils.count_multadds_in_M(model, image_size)
+    log.info("param size = %.3fM, mult-adds = %.1fM", params, madds)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
+    train_part, valid_part = holdout_split(train_set, test_set, args.val_portion)
+    loader = lambda ds, shuffle: None if ds is None else make_loader(
+        ds, args.batch_size, shuffle=shuffle, seed=args.seed, workers=args.workers,
+        pin_memory=device.type == "cuda")
+    loaders = {"train": loader(train_part, True), "valid": loader(valid_part, False),
+               "test": loader(test_set, False)}
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    extra = {"genotype": genotype_to_dict(genotype), "args": vars(args)}
+    result = fit(model, optimizer, criterion, nn.CrossEntropyLoss(), device, run_dir=run_dir,
+                 loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
+                 grad_clip=args.grad_clip, aux_weight=args.auxiliary_weight if args.auxiliary else 0.0,
+                 amp=args.amp, channels_last=args.channels_last, report_freq=args.report_freq,
+                 extra_state=extra)
+    results = {**summarise(result, valid_part is not None), "params_M": params, "multadds_M": madds,
+               "genotype_source": label, "genotype": genotype_to_dict(genotype), "seed": args.seed,
+               "wall_time_seconds": time.time() - start, "device": str(device),
+               "checkpoint": str(run_dir / "checkpoint.pt"), "run_dir": str(run_dir)}
+    utils.write_json(run_dir / "results.json", results)
+    log.info("final test top1 %.4f top5 %.4f; results in %s", results["final_test_top1"],
+             results["final_test_top5"], run_dir / "results.json")
+    return results

@@ -1,0 +1,54 @@
+"""Train a searched cell from scratch on CIFAR-10/100, SVHN or an image folder (`--mode train`),
+or evaluate a trained checkpoint on the test set (`--mode eval`)."""
+from __future__ import annotations
+
+import argparse
+
+import torch.nn as nn
+
+import utils
+from data import DATASETS, get_datasets
+from engine import add_common_args, add_genotype_args, check_common_args, evaluate_checkpoint, train_genotype
+from model import NetworkCIFAR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of train.py (DARTS defaults)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p, epochs=600, batch_size=96, learning_rate=0.025, weight_decay=3e-4, drop_path_prob=0.2,
+                    init_channels=36, layers=20, report_freq=50, workers=0)
+    add_genotype_args(p, "--base_dir", "--genotype_names", "+")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
+    g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set")
+    g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder)")
+    g.add_argument("--cutout", dest="cutout", action="store_true", default=True, help="cutout augmentation (on by default, as in DARTS)")
+    g.add_argument("--no_cutout", dest="cutout", action="store_false", help="turn cutout off")
+    g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
+    g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=True, help="auxiliary head at 2/3 depth (on by default, as in DARTS)")
+    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", help="train without the auxiliary head")
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Train every requested genotype (or evaluate a checkpoint); return their results."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_common_args(parser, args)
+    device = utils.get_device(args.gpu)
+    args.seed = utils.resolve_seed(args.seed)
+    datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
+                            image_size=args.image_size)
+    if args.mode == "eval":
+        return [evaluate_checkpoint(args, NetworkCIFAR, datasets[1], datasets[2], device)]
+    sources = utils.genotype_sources(args.base_dir, args.genotype_names, args.arch, args.genotype, args.no_restrict)
+    image_size = datasets[0][0][0].shape[-1]
+    lr_at = lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate)
+    run_root = args.out_dir or args.base_dir or "ckpt"
+    return [train_genotype(args, label, genotype, NetworkCIFAR, datasets, image_size=image_size,
+                           criterion=nn.CrossEntropyLoss(), lr_at=lr_at, device=device, run_root=run_root)
+            for label, genotype in sources]
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)
