@@ -174,11 +174,12 @@ def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, device) -
 
 
 def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
-                   criterion, lr_at: Callable[[int], float], device, run_root: str) -> dict:
-    """Train `genotype` from scratch in its own run directory; write and return results.json."""
+                   criterion, lr_at: Callable[[int], float], device, run_root: str, kind: str) -> dict:
+    """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`;
+    write and return results.json."""
     start = time.time()
     train_set, test_set, num_classes = datasets
-    run_dir = utils.make_run_dir(run_root, "eval", args.save, f"g{Path(label).stem}")
+    run_dir = utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}")
     utils.setup_logging(run_dir)
     utils.write_json(run_dir / "args.json", vars(args))
     utils.set_seed(args.seed)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lr_at = lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate)
     run_root = args.out_dir or args.base_dir or "ckpt"
     return [train_genotype(args, label, genotype, NetworkCIFAR, datasets, image_size=image_size,
-                           criterion=nn.CrossEntropyLoss(), lr_at=lr_at, device=device, run_root=run_root)
+                           criterion=nn.CrossEntropyLoss(), lr_at=lr_at, device=device, run_root=run_root, kind="eval")
             for label, genotype in sources]
 
 

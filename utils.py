@@ -153,6 +153,26 @@ def cosine_lr(epoch: int, epochs: int, base: float, minimum: float = 0.0) -> flo
     return minimum + (base - minimum) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
+def linear_lr(epoch: int, epochs: int, base: float) -> float:
+    """The authors' ImageNet `linear` schedule: linear decay to a small value 5 epochs before the
+    end, then linear to 0 over the last 5 epochs."""
+    if epochs <= 5:
+        return base * (epochs - epoch) / epochs
+    if epochs - epoch > 5:
+        return base * (epochs - 5 - epoch) / (epochs - 5)
+    return base * (epochs - epoch) / ((epochs - 5) * 5)
+
+
+def step_lr(epoch: int, base: float, gamma: float = 0.97) -> float:
+    """DARTS' ImageNet schedule: multiply by `gamma` every epoch."""
+    return base * gamma**epoch
+
+
+def warmup_lr(lr: float, epoch: int, warmup_epochs: int = 5) -> float:
+    """Linear warm-up over the first epochs: lr * (epoch + 1) / warmup_epochs."""
+    return lr * (epoch + 1) / warmup_epochs if epoch < warmup_epochs else lr
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:

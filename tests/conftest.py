@@ -32,3 +32,42 @@ def run_cli(script: str, *args, cwd: Path | None = None, check: bool = True,
             f"{script} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+def make_image_folder(root: Path, size: int = 32, classes: int = 3, train: int = 8, val: int = 4) -> Path:
+    """An ImageFolder tree `root/{train,val}/c<k>/<i>.jpg` of small JPEGs, one colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for split, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([40 + 80 * c, 120, 220 - 80 * c])
+            for i in range(count):
+                pixels = (rng.rand(size, size, 3) * 50 + base).clip(0, 255).astype("uint8")
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    return root
+
+
+TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
+               "--layers", "3", "--steps", "2", "--epochs", "3", "--warmup", "1", "--prune_interval", "1",
+               "--report_freq", "100", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def search_runs(tmp_path_factory):
+    """Two short real searches (restricted and --no_restrict): {kind: run directory}."""
+    runs = {}
+    for kind, extra in (("restricted", []), ("larger", ["--no_restrict", "--num_kept_max", "4"])):
+        out = tmp_path_factory.mktemp(f"search_{kind}")
+        run_cli("train_search.py", *TINY_SEARCH, "--out_dir", out, *extra)
+        (runs[kind],) = [p for p in out.iterdir() if p.name.startswith("search-")]
+    return runs
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """A 3-class ImageFolder tree of 32-pixel JPEGs."""
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
