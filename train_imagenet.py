@@ -15,7 +15,7 @@ from model import NetworkImageNet
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of train_imagenet.py (the authors' defaults)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(description=__doc__)
     add_common_args(p, epochs=250, batch_size=256, learning_rate=0.1, weight_decay=3e-5, drop_path_prob=0.0,
                     init_channels=48, layers=14, report_freq=100, workers=min(8, os.cpu_count() or 1))
     add_genotype_args(p, "--base_path", "--genotype_name", None)

@@ -24,8 +24,7 @@ log = utils.logger
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the search (the authors' names and defaults)."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = utils.ArgumentParser(description=__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set to search on")

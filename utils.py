@@ -2,6 +2,7 @@
 learning rates, checkpoints, evaluation and model complexity."""
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -24,6 +25,18 @@ logger = logging.getLogger("fpdarts")
 
 class UserError(Exception):
     """Bad input from the user: reported as one line on stderr with a non-zero exit."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with defaults shown in --help and errors on one line (no usage dump)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
 
 
 def run_cli(main, argv: list[str] | None = None):

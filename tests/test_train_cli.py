@@ -3,11 +3,13 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_image_folder, run_cli
+from test_model import MANIFEST
+
+import train
+import utils
 from genotypes import genotype_from_dict, is_restricted
 from model import NetworkCIFAR, NetworkImageNet
-from test_model import MANIFEST
 from utils import count_parameters_in_M
 
 TINY = ["--epochs", "2", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
@@ -90,10 +92,12 @@ def test_darts_checkpoint_naming_and_validation_split(image_folder, tmp_path):
     (["--arch", "NOPE"], "NOPE: not a genotype name"),
     (["--arch", "DARTS_V2", "--base_dir", "RUN"], "give exactly one genotype source"),
 ])
-def test_bad_genotype_sources(search_runs, image_folder, args, message):
+def test_bad_genotype_sources(search_runs, image_folder, capsys, args, message):
     args = [str(search_runs["restricted"]) if a == "RUN" else a for a in args]
-    result = run_cli("train.py", *args, "--dataset", "folder", "--data", image_folder, check=False)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(train.main, [*args, "--dataset", "folder", "--data", str(image_folder)])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in stderr and stderr.count("\n") == 1
 
 
 def test_missing_imagenet_folder_is_one_line(tmp_path):
