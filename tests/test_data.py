@@ -1,0 +1,82 @@
+"""The real loaders: CIFAR-10 from its on-disk pickles, ImageFolder, digits, splits, errors."""
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets as dset
+
+from data import Cutout, DatasetMissing, get_datasets, holdout_split, split_indices
+
+
+def write_cifar10(root, per_batch=6):
+    """The `cifar-10-batches-py` layout: five training pickles, a test pickle, batches.meta
+    (str keys, as Python 2 pickles read with latin1 give)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {"data": rng.randint(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.randint(0, 10, per_batch).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return root
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Hand-made pickles cannot match torchvision's MD5 sums: skip only that check."""
+    monkeypatch.setattr(dset.cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+def test_cifar10_loads_from_its_pickles(tmp_path, no_md5):
+    train, test, classes = get_datasets("cifar10", str(write_cifar10(tmp_path)), cutout=True)
+    assert classes == 10 and len(train) == 30 and len(test) == 6
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and isinstance(y, int)
+    assert test[0][0].shape == (3, 32, 32)
+
+
+def test_missing_cifar_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(dset.CIFAR10, "download", offline)
+    with pytest.raises(DatasetMissing) as info:
+        get_datasets("cifar10", str(tmp_path))
+    message = str(info.value)
+    assert "cifar-10-batches-py" in message and str(tmp_path) in message and "\n" not in message
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    train, test, classes = get_datasets("digits", "unused")
+    assert (len(train), len(test), classes) == (1437, 360, 10)
+    assert train[0][0].shape == (3, 8, 8)
+    again, _, _ = get_datasets("digits", "unused")
+    assert torch.equal(again.images, train.images)
+
+
+def test_search_split_is_disjoint_and_covers_the_set():
+    first, second = split_indices(101, 0.5)
+    assert len(first) == 50 and set(first).isdisjoint(second) and len(first) + len(second) == 101
+
+
+def test_holdout_split_uses_evaluation_transform(tmp_path):
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path, size=40, classes=2, train=5, val=2)
+    train, test, _ = get_datasets("folder", str(root), image_size=32)
+    part, valid = holdout_split(train, test, 0.2)
+    assert len(part) == 8 and len(valid) == 2
+    assert valid.dataset.transform is test.transform and part.dataset.transform is train.transform
+    assert holdout_split(train, test, 0.0) == (train, None)
+
+
+def test_cutout_zeroes_a_square():
+    np.random.seed(0)
+    img = Cutout(4)(torch.ones(3, 16, 16))
+    zeros = (img == 0).all(0)
+    assert 4 <= int(zeros.sum()) <= 16 and torch.equal(img[0] == 0, zeros)
