@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.mode == "eval":
         return [evaluate_checkpoint(args, NetworkCIFAR, datasets[1], datasets[2], device)]
     sources = utils.genotype_sources(args.base_dir, args.genotype_names, args.arch, args.genotype, args.no_restrict)
-    image_size = datasets[0][0][0].shape[-1]
+    image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
     lr_at = lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate)
     run_root = args.out_dir or args.base_dir or "ckpt"
     return [train_genotype(args, label, genotype, NetworkCIFAR, datasets, image_size=image_size,

@@ -58,7 +58,8 @@ def test_s1_reaches_the_darts_cell_and_is_reproducible(tmp_path):
 
 
 def test_s2(tmp_path):
-    genotype, _ = check_run_dir(search(tmp_path, "--sal_second", "--sal_second_budget", "1", "--hessian_chunk", "80"))
+    run_dir = search(tmp_path, "--sal_second", "--sal_second_budget", "1", "--hessian_chunk", "80")
+    genotype, _ = check_run_dir(run_dir)
     assert is_restricted(genotype)
 
 
