@@ -57,6 +57,7 @@ def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torch.device, *,
@@ -94,15 +95,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
 def fit(model: nn.Module, optimizer, criterion, eval_criterion, device: torch.device, *,
         run_dir: Path, loaders: dict, epochs: int, lr_at: Callable[[int], float],
         drop_path_prob: float, grad_clip: float, aux_weight: float, amp: bool,
-        channels_last: bool, report_freq: int, extra_state: dict) -> list[dict]:
+        channels_last: bool, report_freq: int, extra_state: dict, start_epoch: int = 0,
+        history: list[dict] | None = None, elapsed: float = 0.0) -> list[dict]:
     """The epoch loop: lr from `lr_at(epoch)`, drop-path ramped linearly over the epochs, train,
     evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint.
 
-    Returns the per-epoch rows (lr, train/valid/test loss, top-1, top-5).
+    Returns the per-epoch rows (lr, train/valid/test loss, top-1, top-5). A resumed run passes
+    `start_epoch`, the rows so far and the seconds already spent.
     """
     writer = utils.tensorboard_writer(run_dir)
-    history = []
-    for epoch in range(epochs):
+    history = list(history or [])
+    clock = time.time() - elapsed
+    for epoch in range(start_epoch, epochs):
         lr = lr_at(epoch)
         utils.set_lr(optimizer, lr)
         model.drop_path_prob = drop_path_prob * epoch / epochs
@@ -120,9 +124,13 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, device: torch.de
             if key != "epoch":
                 writer.add_scalar(key.replace("_", "/", 1), value, epoch)
         history.append(row)
+        # Everything an exact resume needs: weights, optimizer, the generators of the data
+        # order and of the augmentations, and how far the log had got.
         utils.save_checkpoint(run_dir / "checkpoint.pt", {
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "history": history, **extra_state})
+            "history": history, "rng": utils.rng_state(),
+            "loader_rng": loaders["train"].generator.get_state(), "elapsed": time.time() - clock,
+            "log_bytes": (run_dir / "log.txt").stat().st_size, **extra_state})
     writer.close()
     return history
 
@@ -171,19 +179,48 @@ def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, device) -
     return {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"]}
 
 
+def resume_source(resume: tuple[Path, dict]) -> list[tuple[str, object]]:
+    """The [(label, genotype)] of a run being resumed, read from its checkpoint."""
+    path, state = resume
+    if not {"genotype", "genotype_source", "args", "log_bytes"} <= set(state):
+        raise utils.UserError(f"{path}: not a resumable checkpoint of train.py / train_imagenet.py")
+    return [(state["genotype_source"], genotype_from_dict(state["genotype"], str(path)))]
+
+
+RESUME_MUST_MATCH = ("init_channels", "layers", "auxiliary", "epochs", "batch_size", "learning_rate",
+                     "weight_decay", "drop_path_prob", "seed", "val_portion")
+
+
+def check_resumable(path: Path, state: dict, args) -> None:
+    """Refuse a checkpoint written under another configuration (one line naming the flag)."""
+    old = state["args"]
+    for key in RESUME_MUST_MATCH + tuple(k for k in ("dataset", "lr_scheduler") if k in old):
+        if old.get(key) != getattr(args, key, None):
+            raise utils.UserError(f"{path}: checkpoint from a different configuration "
+                                  f"(--{key} {old.get(key)} there, {getattr(args, key, None)} now)")
+
+
 def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
-                   criterion, lr_at: Callable[[int], float], device, run_root: str, kind: str) -> dict:
-    """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`;
-    write and return results.json."""
+                   criterion, lr_at: Callable[[int], float], device, run_root: str, kind: str,
+                   resume: tuple[Path, dict] | None = None) -> dict:
+    """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`
+    (or continue the run `resume` = (run directory, checkpoint)); write and return results.json."""
     start = time.time()
     train_set, test_set, num_classes = datasets
-    run_dir = utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}")
+    if resume:
+        run_dir, state = resume
+        check_resumable(run_dir / "checkpoint.pt", state, args)
+        utils.truncate_to(run_dir / "log.txt", state["log_bytes"])  # drop the lost epoch's lines
+    else:
+        run_dir = utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}")
     utils.setup_logging(run_dir)
-    utils.write_json(run_dir / "args.json", vars(args))
+    if not resume:
+        utils.write_json(run_dir / "args.json", vars(args))
     utils.set_seed(args.seed)
     log.info("genotype %s from %s on %s; args = %s", genotype, label, device, vars(args))
     try:
-        plot_genotype(genotype, run_dir / "genotype")
+        if not resume:
+            plot_genotype(genotype, run_dir / "genotype")
     except GraphvizMissing as e:
         log.warning("no drawing of the cells: %s", e)
     model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
@@ -199,15 +236,23 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "test": loader(test_set, False)}
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    extra = {"genotype": genotype_to_dict(genotype), "args": vars(args)}
+    extra = {"genotype": genotype_to_dict(genotype), "genotype_source": label, "args": vars(args)}
+    done = {}
+    if resume:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        loaders["train"].generator.set_state(state["loader_rng"])
+        utils.set_rng_state(state["rng"])
+        done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     history = fit(model, optimizer, criterion, nn.CrossEntropyLoss(), device, run_dir=run_dir,
-                 loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
-                 grad_clip=args.grad_clip, aux_weight=args.auxiliary_weight if args.auxiliary else 0.0,
-                 amp=args.amp, channels_last=args.channels_last, report_freq=args.report_freq,
-                 extra_state=extra)
+                  loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
+                  grad_clip=args.grad_clip, aux_weight=args.auxiliary_weight if args.auxiliary else 0.0,
+                  amp=args.amp, channels_last=args.channels_last, report_freq=args.report_freq,
+                  extra_state=extra, **done)
     results = {**summarise(history, valid_part is not None), "params_M": params, "multadds_M": madds,
                "genotype_source": label, "genotype": genotype_to_dict(genotype), "seed": args.seed,
-               "wall_time_seconds": time.time() - start, "device": str(device),
+               "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
                "checkpoint": str(run_dir / "checkpoint.pt"), "run_dir": str(run_dir)}
     utils.write_json(run_dir / "results.json", results)
     log.info("final test top1 %.4f top5 %.4f; results in %s", results["final_test_top1"],

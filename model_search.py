@@ -108,7 +108,6 @@ class Network(nn.Module):
                                    reduction_prev, self.primitives))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
         shape = (num_edges(steps), len(self.primitives))  # (14, 7)
@@ -144,7 +143,9 @@ class Network(nn.Module):
         for cell in self.cells:
             r = int(cell.reduction)
             s0, s1 = s1, cell(s0, s1, betas[r], keep[r])
-        return self.classifier(self.global_pooling(s1).flatten(1))  # (N, num_classes)
+        # Global average pooling as a mean: vmap (the s2 Hessian) has no fast rule for
+        # adaptive pooling of channels_last tensors.
+        return self.classifier(s1.mean((2, 3)))  # (N, num_classes)
 
     def genotype(self, restrict: bool = True, num_kept_max: int = 8) -> Genotype:
         """The discrete cell implied by the masked mixing weights (see `derive_genotype`)."""

@@ -72,6 +72,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """The states of every random generator a run draws from (Python, NumPy, torch, CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 # ---------------------------------------------------------------- run directory and logging
 
 def make_run_dir(root: str, kind: str, save: str, suffix: str | None = None) -> Path:
@@ -199,6 +216,23 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, buffer.getvalue())
+
+
+def resume_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError(f"{path}: nothing to resume (no such checkpoint)")
+    return path.parent, load_checkpoint(path)
+
+
+def truncate_to(path: Path, size: int) -> None:
+    """Cut an append-only file back to `size` bytes: what was written after a checkpoint goes."""
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
 
 
 def load_checkpoint(path: str | Path) -> dict:

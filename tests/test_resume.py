@@ -1,0 +1,72 @@
+"""Resuming train.py after SIGKILL gives exactly the uninterrupted run; bad checkpoints are refused."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+import utils
+from conftest import ROOT, run_cli
+
+ARGS = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "3", "--batch_size", "64",
+        "--init_channels", "4", "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "1"]
+
+
+def only_run(folder):
+    (run,) = list(folder.iterdir())
+    return run
+
+
+def kill_after_first_epoch(out_dir):
+    """Start train.py, SIGKILL it once the checkpoint of epoch 0 exists; return the run dir."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *ARGS, "--out_dir", str(out_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        runs = list(out_dir.glob("eval-*/checkpoint.pt")) if out_dir.exists() else []
+        if runs:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return only_run(out_dir)
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    run_cli("train.py", *ARGS, "--out_dir", tmp_path / "ref")
+    ref = only_run(tmp_path / "ref")
+    cut = kill_after_first_epoch(tmp_path / "cut")
+    assert not (cut / "results.json").exists(), "the run finished before it was killed"
+    run_cli("train.py", *ARGS, "--resume", cut)
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ref, cut))
+    assert a["final_test_top1"] == b["final_test_top1"] and a["final_test_top5"] == b["final_test_top5"]
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (ref, cut))
+    assert wa["history"] == wb["history"]
+    for key, value in wa["model"].items():
+        assert torch.equal(value, wb["model"][key]), key
+    log = (cut / "log.txt").read_text()
+    assert log.count("epoch 1 lr") == 1 and log.count("epoch 2 lr") == 1 and "resuming" in log
+
+
+def test_truncated_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    run_cli("train.py", *ARGS[:4], "--epochs", "1", *ARGS[6:], "--out_dir", tmp_path)
+    ckpt = only_run(tmp_path) / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(SystemExit) as info:
+        utils.run_cli(train.main, ["--resume", str(ckpt.parent), *ARGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "corrupt or truncated checkpoint" in err and err.count("\n") == 1
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
+    run_cli("train.py", *ARGS[:4], "--epochs", "1", *ARGS[6:], "--out_dir", tmp_path)
+    with pytest.raises(SystemExit) as info:
+        utils.run_cli(train.main, ["--resume", str(only_run(tmp_path)), *ARGS])  # 3 epochs, not 1
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "checkpoint from a different configuration (--epochs 1 there, 3 now)" in err
