@@ -155,17 +155,18 @@ def main() -> None:
             if iters["iter_full", cl] and iters["iter_pruned", cl]:
                 ratio = iters["iter_pruned", cl] / iters["iter_full", cl]
                 print(f"pruned / full (channels_last={cl}): {ratio:.1%}")
-        r = run_isolated(config, "s1", False, args.repeats, args.rows)
+        cl = utils.get_device().type == "cpu"  # the search's default memory format there
+        r = run_isolated(config, "s1", cl, args.repeats, args.rows)
         nan = float("nan")
         print(f"s1 event   {r.get('seconds', nan):9.1f} s  ({r.get('per_batch', nan):.3f} s/batch x "
               f"{VALID_BATCHES})   peak {r.get('peak_mb', nan):8.0f} MB  {r.get('error', '')}")
-        r1r = run_isolated(config, "s1r", False, args.repeats, args.rows)
+        r1r = run_isolated(config, "s1r", cl, args.repeats, args.rows)
         if "error" not in r and "error" not in r1r:
             print(f"s1r event  {r['seconds'] + r1r['compare_seconds']:9.1f} s  (s1 + 2 cells x 5 "
                   f"candidates x 31 eval batches at {r1r['per_eval_batch']:.3f} s)   "
                   f"peak {r1r['peak_mb']:8.0f} MB")
-        rb = run_isolated(config, "s2_batched", False, 1, args.rows)
-        rl = run_isolated(config, "s2_loop", False, 1, args.rows)
+        rb = run_isolated(config, "s2_batched", cl, 1, args.rows)
+        rl = run_isolated(config, "s2_loop", cl, 1, args.rows)
         for name, r in (("batched", rb), ("loop", rl)):
             print(f"s2 {name:8s} {r.get('per_row', float('nan')):8.3f} s/Hessian row  -> event "
                   f"{r.get('event_seconds', float('nan')):9.1f} s ({r.get('event_rows', '?')} rows)"
