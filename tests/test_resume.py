@@ -69,4 +69,5 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         utils.run_cli(train.main, ["--resume", str(only_run(tmp_path)), *ARGS])  # 3 epochs, not 1
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "checkpoint from a different configuration (--epochs 1 there, 3 now)" in err
+    assert info.value.code == 2
+    assert "checkpoint from a different configuration (--epochs 1 there, 3 now)" in err
