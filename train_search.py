@@ -147,6 +147,9 @@ def search_one_epoch(epoch, model, architect, optimizer, pruner, queues, args, d
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = criterion(logits, y)
+        if not torch.isfinite(loss):
+            raise utils.UserError(f"the search loss became {loss.item()} in epoch {epoch}, step {step}; "
+                                  "the last checkpoint, if any, is kept")
         loss.backward()
         nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
         optimizer.step()

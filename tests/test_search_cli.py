@@ -93,3 +93,11 @@ def test_impossible_values_are_refused(tmp_path, capsys, flags, message):
     stderr = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in stderr and stderr.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_non_finite_loss_stops_the_search_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(train_search.main, [*TINY, "--out_dir", str(tmp_path), "--epochs", "2",
+                                          "--learning_rate", "1e30", "--grad_clip", "1e30"])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "the search loss became nan" in stderr
