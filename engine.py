@@ -57,6 +57,7 @@ def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
     g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
 
 
@@ -214,6 +215,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     else:
         run_dir = utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}")
     utils.setup_logging(run_dir)
+    utils.set_determinism(args.deterministic)
     if not resume:
         utils.write_json(run_dir / "args.json", vars(args))
     utils.set_seed(args.seed)

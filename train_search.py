@@ -7,6 +7,7 @@ import json
 import math
 import time
 from itertools import islice
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (the CPU is used when CUDA is absent)")
     g.add_argument("--report_freq", type=int, default=50, help="log every N steps")
     g.add_argument("--save_one_shot", action="store_true", help="also keep the supernet of every epoch")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
+    g.add_argument("--resume", default=None, help="continue an interrupted search in place: its run directory or checkpoint.pt (give the same flags)")
     g.add_argument("--channels_last", dest="channels_last", action="store_const", const="on", default="auto", help="channels_last memory format (default: on for the CPU, where bench/bench_search.py measured a 1.8x faster search step, off on CUDA)")
     g.add_argument("--no_channels_last", dest="channels_last", action="store_const", const="off", help="contiguous (NCHW) memory format")
     return p
@@ -132,18 +135,37 @@ def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
     return epoch >= warmup and (step + 1) % interval == 0
 
 
-def search_one_epoch(epoch, model, architect, optimizer, pruner, queues, args, device, run_dir):
-    """Alternate architecture and weight steps over the weight split; prune when due."""
-    train_queue, valid_iter, sal_queue = queues
-    interval = args.prune_interval or max(len(train_queue) // 2, 1)
+def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list) -> None:
+    """Checkpoint everything an exact resume needs, atomically; `step` None = epoch complete.
+
+    Besides weights, alphas, masks and optimizers: the data-order generators (the train
+    loader's as of the start of the epoch, the validation stream's position, the saliency
+    loader's), the global random states, and how far the log and the prune history had got.
+    """
+    events = run.dir / "prune_events.jsonl"
+    utils.save_checkpoint(run.dir / "checkpoint.pt", {
+        "epoch": epoch, "step": step, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
+        "train_rng": run.epoch_rng if step is not None else run.train_queue.generator.get_state(),
+        "valid_stream": run.valid_iter.state_dict(), "sal_rng": run.sal_queue.generator.get_state(),
+        "rng": utils.rng_state(), "meters": [(m.sum, m.count) for m in meters], "rows": rows,
+        "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
+        "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args)})
+
+
+def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
+    """Alternate architecture and weight steps over the weight split; prune when due (and
+    checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
+    args, model, optimizer, device = run.args, run.model, run.optimizer, run.device
+    interval = args.prune_interval or max(len(run.train_queue) // 2, 1)
     lr = optimizer.param_groups[0]["lr"]
-    loss_m, top1_m = utils.AverageMeter(), utils.AverageMeter()
+    loss_m, top1_m = meters
     criterion = nn.CrossEntropyLoss()
-    for step, (x, y) in enumerate(train_queue):
+    for step, (x, y) in enumerate(run.batches, start=first_step):
         model.train()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x_val, y_val = (t.to(device, non_blocking=True) for t in next(valid_iter))
-        architect.step(x_val, y_val, x, y, lr, optimizer)
+        x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
+        run.architect.step(x_val, y_val, x, y, lr, optimizer)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = criterion(logits, y)
@@ -157,9 +179,43 @@ def search_one_epoch(epoch, model, architect, optimizer, pruner, queues, args, d
         top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
         if step % args.report_freq == 0:
             log.info("train %03d %e %f", step, loss_m.avg, top1_m.avg)
-        if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not pruner.finished():
-            prune_event(pruner, args, epoch, step, sal_queue, valid_iter, run_dir)
+        if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished():
+            prune_event(run.pruner, args, epoch, step, run.sal_queue, run.valid_iter, run.dir)
+            save_state(run, epoch, step, meters, rows)
     return {"loss": loss_m.avg, "top1": top1_m.avg}
+
+
+def start_epoch(run: SimpleNamespace, skip: int = 0) -> None:
+    """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
+    run.epoch_rng = run.train_queue.generator.get_state()
+    run.batches = iter(run.train_queue)
+    for _ in range(skip):
+        next(run.batches)
+
+
+def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
+    """Restore a checkpoint into `run`; return (epoch, first step, meters, rows) to go on from."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.architect.optimizer.load_state_dict(state["arch_optimizer"])
+    run.clock -= state["elapsed"]
+    utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
+    run.train_queue.generator.set_state(state["train_rng"])
+    run.valid_iter.load_state_dict(state["valid_stream"])
+    run.sal_queue.generator.set_state(state["sal_rng"])
+    meters = [utils.AverageMeter(), utils.AverageMeter()]
+    epoch, step = state["epoch"], state["step"]
+    if step is None:
+        epoch, first = epoch + 1, 0
+    else:
+        first = step + 1
+        for meter, (total, count) in zip(meters, state["meters"]):
+            meter.sum, meter.count = total, count
+    if first:
+        start_epoch(run, skip=first)
+    utils.set_rng_state(state["rng"])  # last: skipping batches drew augmentation randomness
+    log.info("resuming %s at epoch %d, step %d", run.dir, epoch, first)
+    return epoch, first, meters, state["rows"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,22 +227,31 @@ def main(argv: list[str] | None = None) -> dict:
     device = utils.get_device(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     utils.set_seed(args.seed)
+    utils.set_determinism(args.deterministic)
     train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
                                              cutout_length=args.cutout_length, image_size=args.image_size)
-    run_dir = utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}")
+    if args.resume:
+        run_dir, state = utils.resume_checkpoint(args.resume)
+        check_resumable(run_dir, state, args)
+        args.seed = state["args"]["seed"]
+        utils.truncate_to(run_dir / "log.txt", state["log_bytes"])
+    else:
+        run_dir = utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}")
     utils.setup_logging(run_dir)
-    utils.write_json(run_dir / "args.json", vars(args))
+    if not args.resume:
+        utils.write_json(run_dir / "args.json", vars(args))
     log.info("seed %d, device %s, args = %s", args.seed, device, vars(args))
     writer = utils.tensorboard_writer(run_dir)
 
     n = min(len(train_set), args.subset or len(train_set))
     w_idx, a_idx = split_indices(n, args.train_portion)
     sal_bs = args.sal_batch_size or (32 if args.sal_second else args.batch_size)
-    train_queue = make_loader(train_set, args.batch_size, indices=w_idx, shuffle=True, seed=args.seed, workers=args.workers)
-    valid_queue = make_loader(train_set, args.batch_size, indices=a_idx, shuffle=True, seed=args.seed + 1, workers=args.workers)
-    sal_queue = make_loader(train_set, sal_bs, indices=a_idx, shuffle=True, seed=args.seed + 2, workers=args.workers)
-    valid_iter = utils.cycle(valid_queue)
-
+    loader = lambda idx, bs, k: make_loader(train_set, bs, indices=idx, shuffle=True, seed=args.seed + k,
+                                            workers=args.workers)
+    valid_queue = loader(a_idx, args.batch_size, 1)
+    # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
+    # stream's generator (which an exact resume replays).
+    valid_eval = make_loader(train_set, args.batch_size, indices=a_idx, workers=args.workers)
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = Network(args.init_channels, num_classes, args.layers, steps=args.steps).to(device, memory_format=memory_format)
@@ -199,16 +264,26 @@ def main(argv: list[str] | None = None) -> dict:
     pruner = Pruner(model, device=device, sal_type=args.sal_type, second=args.sal_second,
                     hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
                     num_compare=args.num_compare, restrict=restrict, num_kept_min=args.num_kept_min)
+    run = SimpleNamespace(args=args, dir=run_dir, device=device, model=model, optimizer=optimizer,
+                          architect=architect, pruner=pruner, train_queue=loader(w_idx, args.batch_size, 0),
+                          valid_iter=utils.Stream(valid_queue), sal_queue=loader(a_idx, sal_bs, 2), clock=start)
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
 
-    rows, criterion = [], nn.CrossEntropyLoss()
-    for epoch in range(args.epochs):
+    first_epoch, first_step, meters, rows = 0, 0, None, []
+    if args.resume:
+        first_epoch, first_step, meters, rows = resume(run, state)
+        if first_epoch >= args.epochs:
+            raise utils.UserError(f"{run_dir}: this search already finished its {args.epochs} epochs")
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(first_epoch, args.epochs):
         lr = utils.cosine_lr(epoch, args.epochs, args.learning_rate, args.learning_rate_min)
         utils.set_lr(optimizer, lr)
-        log.info("epoch %d lr %e", epoch, lr)
-        train = search_one_epoch(epoch, model, architect, optimizer, pruner,
-                                 (train_queue, valid_iter, sal_queue), args, device, run_dir)
-        valid = utils.evaluate(model, valid_queue, criterion, device)
+        if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
+            log.info("epoch %d lr %e", epoch, lr)
+            start_epoch(run)
+            meters = [utils.AverageMeter(), utils.AverageMeter()]
+        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
+        valid = utils.evaluate(model, valid_eval, criterion, device)
         genotype = model.genotype(restrict, args.num_kept_max)
         log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
         log.info("genotype = %s", genotype)
@@ -219,11 +294,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "live_ops/reduce": pruner.live_ops()[1]}
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, epoch)
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "arch_optimizer": architect.optimizer.state_dict(), "args": vars(args)}
-        utils.save_checkpoint(run_dir / "checkpoint.pt", state)
+        save_state(run, epoch, None, meters, rows)
         if args.save_one_shot:
-            utils.save_checkpoint(run_dir / "one_shot" / f"weights_{epoch}.pt", state)
+            utils.save_checkpoint(run_dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
     writer.close()
 
     save_genotype(genotype, run_dir / "genotype.json")
@@ -234,11 +307,22 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"variant": variant_name(args), "genotype": genotype._asdict(), "seed": args.seed,
                "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
-               "search_cost_seconds": time.time() - start, "device": str(device),
+               "search_cost_seconds": time.time() - run.clock, "device": str(device),
                "supernet_params_M": utils.count_parameters_in_M(model), "run_dir": str(run_dir)}
     utils.write_json(run_dir / "results.json", results)
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results
+
+
+RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic"}
+
+
+def check_resumable(run_dir, state: dict, args) -> None:
+    """Refuse a checkpoint written under another configuration (one line naming the flag)."""
+    for key, old in state["args"].items():
+        if key not in RESUME_IGNORED and getattr(args, key, old) != old:
+            raise utils.UserError(f"{run_dir / 'checkpoint.pt'}: checkpoint from a different configuration "
+                                  f"(--{key} {old} there, {getattr(args, key)} now)")
 
 
 def variant_name(args) -> str:

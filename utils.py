@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -70,6 +71,16 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """--deterministic: PyTorch's deterministic algorithms and cuDNN settings (bit-identical CPU
+    runs, GPU runs as deterministic as PyTorch allows); otherwise let cuDNN pick fast kernels."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def rng_state() -> dict:
@@ -170,10 +181,41 @@ def evaluate(model: nn.Module, loader, criterion, device: torch.device,
     return {"loss": loss.avg, "top1": top1.avg, "top5": top5.avg}
 
 
-def cycle(loader) -> Iterator:
-    """Iterate over `loader` forever; each pass re-shuffles (replaces next(iter(queue)) per step)."""
-    while True:
-        yield from loader
+class Stream:
+    """An endless stream of batches from a shuffling DataLoader, pass after pass, that can be
+    saved and restored at any batch (replaces DARTS' next(iter(queue)) per step)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        self.pass_state = self.loader.generator.get_state()  # decides this pass's order
+        self.consumed = 0
+        self._it = iter(self.loader)
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self._new_pass()
+            batch = next(self._it)
+        self.consumed += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"pass_state": self.pass_state, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Re-create the saved pass and skip the batches it had already given."""
+        self.loader.generator.set_state(state["pass_state"])
+        self._new_pass()
+        for _ in range(state["consumed"]):
+            next(self._it)
+        self.consumed = state["consumed"]
 
 
 # ---------------------------------------------------------------- learning rate

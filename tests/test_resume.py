@@ -71,3 +71,46 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "checkpoint from a different configuration (--epochs 1 there, 3 now)" in err
+
+
+def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
+    from conftest import TINY_SEARCH
+
+    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "12",
+            *TINY_SEARCH[TINY_SEARCH.index("--warmup"):]]
+    run_cli("train_search.py", *args, "--out_dir", tmp_path / "ref")
+    ref = only_run(tmp_path / "ref")
+    out = tmp_path / "cut"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_search.py"), *args, "--out_dir", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        events = list(out.glob("search-*/prune_events.jsonl")) if out.exists() else []
+        if events and events[0].read_text().count("\n") >= 21:  # mid-epoch, mid-pruning
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cut = only_run(out)
+    assert not (cut / "results.json").exists(), "the search finished before it was killed"
+    run_cli("train_search.py", *args, "--resume", cut)
+    for name in ("genotype.json", "prune_events.jsonl", "results_of_7q/results.csv"):
+        assert (ref / name).read_text() == (cut / name).read_text(), name
+    for epoch in range(12):
+        for kind in ("genotype", "alpha"):
+            rel = f"results_of_7q/{kind}/{epoch}.txt"
+            assert (ref / rel).read_text() == (cut / rel).read_text(), rel
+    log = (cut / "log.txt").read_text()
+    assert "resuming" in log and log.count("epoch 11 lr") == 1
+    again = run_cli("train_search.py", *args, "--resume", cut, check=False)
+    assert again.returncode == 2 and "already finished its 12 epochs" in again.stderr
+
+
+def test_deterministic_switch():
+    try:
+        utils.set_determinism(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    finally:
+        utils.set_determinism(False)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark

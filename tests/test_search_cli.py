@@ -65,7 +65,8 @@ def test_s2(tmp_path):
 
 def test_s1r_compares_candidates(tmp_path):
     genotype, events = check_run_dir(
-        search(tmp_path, "--num_compare", "3", "--iter_compare", "1", "--fixed_compare_batches"))
+        search(tmp_path, "--num_compare", "3", "--iter_compare", "1", "--fixed_compare_batches",
+               "--deterministic"))
     assert is_restricted(genotype)
     busy = [e for e in events if len(e["candidates"]) == 3]
     assert busy and all(e["loss"] == min(c["loss"] for c in e["candidates"]) for e in busy)
