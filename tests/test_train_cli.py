@@ -91,9 +91,14 @@ def test_darts_checkpoint_naming_and_validation_split(image_folder, tmp_path):
     (["--arch", "DARTS_V2", "--no_restrict"], "--no_restrict was given but this is a restricted"),
     (["--arch", "NOPE"], "NOPE: not a genotype name"),
     (["--arch", "DARTS_V2", "--base_dir", "RUN"], "give exactly one genotype source"),
+    (["--base_dir", "EMPTY"], "no per-epoch genotypes in results_of_7q/genotype/"),
+    (["--genotype", "TRUNCATED"], "invalid JSON"),
 ])
-def test_bad_genotype_sources(search_runs, image_folder, capsys, args, message):
-    args = [str(search_runs["restricted"]) if a == "RUN" else a for a in args]
+def test_bad_genotype_sources(search_runs, image_folder, tmp_path, capsys, args, message):
+    truncated = tmp_path / "59.txt"
+    truncated.write_text((search_runs["restricted"] / "genotype.json").read_text()[:40])
+    where = {"RUN": str(search_runs["restricted"]), "EMPTY": str(tmp_path), "TRUNCATED": str(truncated)}
+    args = [where.get(a, a) for a in args]
     with pytest.raises(SystemExit) as exit_info:
         utils.run_cli(train.main, [*args, "--dataset", "folder", "--data", str(image_folder)])
     stderr = capsys.readouterr().err

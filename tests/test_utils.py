@@ -1,0 +1,53 @@
+"""Shared machinery: atomic checkpoints, learning-rate functions, metrics, the validation stream."""
+import pytest
+import torch
+
+import utils
+from data import make_loader
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("simulated crash while writing")
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    utils.save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        utils.save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
+    assert utils.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_learning_rate_functions():
+    assert utils.cosine_lr(0, 10, 0.025, 0.001) == pytest.approx(0.025)
+    assert utils.cosine_lr(10, 10, 0.025, 0.001) == pytest.approx(0.001)
+    assert utils.cosine_lr(5, 10, 0.1) == pytest.approx(0.05)
+    assert utils.linear_lr(0, 250, 0.1) == pytest.approx(0.1)
+    assert utils.linear_lr(244, 250, 0.1) == pytest.approx(0.1 / 245)
+    assert utils.linear_lr(249, 250, 0.1) == pytest.approx(0.1 / 245 / 5)
+    assert utils.step_lr(2, 0.1) == pytest.approx(0.1 * 0.97**2)
+    assert [utils.warmup_lr(1.0, e) for e in (0, 4, 5)] == [0.2, 1.0, 1.0]
+
+
+def test_accuracy_and_meter():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    top1, top2 = utils.accuracy(logits, torch.tensor([1, 2, 0]), (1, 2))
+    assert top1 == pytest.approx(100 / 3) and top2 == pytest.approx(200 / 3)
+    meter = utils.AverageMeter()
+    meter.update(1.0, 3)
+    meter.update(3.0, 1)
+    assert meter.avg == 1.5
+
+
+def test_stream_resumes_at_the_same_batch():
+    data = torch.utils.data.TensorDataset(torch.arange(10.0))
+    stream = utils.Stream(make_loader(data, 3, shuffle=True, seed=5))
+    for _ in range(5):  # into the second pass
+        next(stream)
+    state = stream.state_dict()
+    expected = [next(stream)[0].tolist() for _ in range(6)]
+    again = utils.Stream(make_loader(data, 3, shuffle=True, seed=99))
+    again.load_state_dict(state)
+    assert [next(again)[0].tolist() for _ in range(6)] == expected
