@@ -260,3 +260,19 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     log.info("final test top1 %.4f top5 %.4f; results in %s", results["final_test_top1"],
              results["final_test_top5"], run_dir / "results.json")
     return results
+
+
+def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, image_size: int,
+        criterion, lr_at: Callable[[int], float], kind: str) -> list[dict]:
+    """The body of both training scripts: `--mode eval`, or train every requested genotype from
+    `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (or `--resume`)."""
+    device = utils.get_device(args.gpu)
+    if args.mode == "eval":
+        return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], device)]
+    resume = utils.resume_checkpoint(args.resume) if args.resume else None
+    sources = (resume_source(resume) if resume else
+               utils.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict))
+    return [train_genotype(args, label, genotype, network_cls, datasets, image_size=image_size,
+                           criterion=criterion, lr_at=lr_at, device=device,
+                           run_root=args.out_dir or base or "ckpt", kind=kind, resume=resume)
+            for label, genotype in sources]

@@ -8,14 +8,7 @@ import torch.nn as nn
 
 import utils
 from data import DATASETS, get_datasets
-from engine import (
-    add_common_args,
-    add_genotype_args,
-    check_common_args,
-    evaluate_checkpoint,
-    resume_source,
-    train_genotype,
-)
+from engine import add_common_args, add_genotype_args, check_common_args, run
 from model import NetworkCIFAR
 
 
@@ -42,23 +35,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
-    device = utils.get_device(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
                             image_size=args.image_size)
-    if args.mode == "eval":
-        return [evaluate_checkpoint(args, NetworkCIFAR, datasets[1], datasets[2], device)]
-    resume = utils.resume_checkpoint(args.resume) if args.resume else None
-    sources = (resume_source(resume) if resume else
-               utils.genotype_sources(args.base_dir, args.genotype_names, args.arch, args.genotype, args.no_restrict))
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
-    lr_at = lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate)
-    run_root = args.out_dir or args.base_dir or "ckpt"
-    return [train_genotype(args, label, genotype, NetworkCIFAR, datasets, image_size=image_size,
-                           criterion=nn.CrossEntropyLoss(), lr_at=lr_at, device=device, run_root=run_root, kind="eval",
-                           resume=resume)
-            for label, genotype in sources]
-
+    return run(args, NetworkCIFAR, datasets, base=args.base_dir, names=args.genotype_names,
+               image_size=image_size, criterion=nn.CrossEntropyLoss(),
+               lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate), kind="eval")
 
 if __name__ == "__main__":
     utils.run_cli(main)

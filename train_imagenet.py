@@ -9,14 +9,7 @@ import torch.nn as nn
 
 import utils
 from data import get_datasets
-from engine import (
-    add_common_args,
-    add_genotype_args,
-    check_common_args,
-    evaluate_checkpoint,
-    resume_source,
-    train_genotype,
-)
+from engine import add_common_args, add_genotype_args, check_common_args, run
 from model import NetworkImageNet
 
 
@@ -54,21 +47,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
-    device = utils.get_device(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     datasets = get_datasets("imagenet", args.data, image_size=args.image_size)
-    if args.mode == "eval":
-        return [evaluate_checkpoint(args, NetworkImageNet, datasets[1], datasets[2], device)]
-    resume = utils.resume_checkpoint(args.resume) if args.resume else None
-    sources = (resume_source(resume) if resume else
-               utils.genotype_sources(args.base_path, [args.genotype_name], args.arch, args.genotype, args.no_restrict))
-    run_root = args.out_dir or args.base_path or "ckpt"
-    return [train_genotype(args, label, genotype, NetworkImageNet, datasets, image_size=args.image_size,
-                           criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),
-                           lr_at=lr_function(args), device=device, run_root=run_root, kind="imagenet",
-                           resume=resume)
-            for label, genotype in sources]
-
+    return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
+               image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),
+               lr_at=lr_function(args), kind="imagenet")
 
 if __name__ == "__main__":
     utils.run_cli(main)
