@@ -23,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder)")
     g.add_argument("--cutout", dest="cutout", action="store_true", default=True, help="cutout augmentation (on by default, as in DARTS)")
-    g.add_argument("--no_cutout", dest="cutout", action="store_false", help="turn cutout off")
+    g.add_argument("--no_cutout", dest="cutout", action="store_false", default=argparse.SUPPRESS, help="turn cutout off")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=True, help="auxiliary head at 2/3 depth (on by default, as in DARTS)")
-    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", help="train without the auxiliary head")
+    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS, help="train without the auxiliary head")
     return p
 
 

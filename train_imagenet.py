@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default="../data/imagenet", help="ImageFolder root holding train/ and val/")
     g.add_argument("--image_size", type=int, default=224, help="training crop / evaluation centre-crop side")
     g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=False, help="auxiliary head at 2/3 depth (the README's commands turn it on)")
-    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", help="train without the auxiliary head")
+    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS, help="train without the auxiliary head")
     g = p.add_argument_group("schedule")
     g.add_argument("--label_smooth", type=float, default=0.1, help="label smoothing of the training loss")
     g.add_argument("--lr_scheduler", default="linear", choices=["linear", "cosine", "step"], help="linear (the authors'), cosine, or step (DARTS: x gamma every epoch)")

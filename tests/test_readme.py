@@ -1,0 +1,45 @@
+"""Every `python <script>.py ...` command in the README parses with that script's flags, and every
+flag of every script has its own help text."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import train
+import train_imagenet
+import train_search
+import visualize
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet,
+           "visualize.py": visualize}
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("python ") and line.split()[1] in SCRIPTS]
+
+
+def test_the_readme_has_the_paper_commands():
+    commands = readme_commands()
+    assert sum(c.startswith("python train_search.py --sal_type task") for c in commands) >= 4
+    assert any("--no_restrict --cutout --auxiliary --base_dir" in c for c in commands)
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_parses(command):
+    # Placeholders: an epoch for the genotype name, a path for everything else.
+    filled = re.sub(r"<[^>]+>", lambda m: "-1" if "genotype" in m.group() else "DIR", command)
+    argv = shlex.split(filled)
+    SCRIPTS[argv[1]].build_parser().parse_args(argv[2:])
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_flag_has_its_own_help(name):
+    actions = [a for a in SCRIPTS[name].build_parser()._actions if a.help != "==SUPPRESS=="]
+    helps = [a.help for a in actions]
+    assert all(helps), [a.dest for a in actions if not a.help]
+    assert len(set(helps)) == len(helps), "copy-pasted help text"
