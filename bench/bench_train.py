@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,13 +19,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import utils  # noqa: E402
+from bench.bench_search import timed  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR, NetworkImageNet  # noqa: E402
 
 
 def images_per_second(network: str, batch: int, steps: int, channels_last: bool, amp: bool,
                       device: torch.device) -> float:
-    """Median throughput of `steps` training steps after one warm-up step."""
+    """Throughput of the median of `steps` training steps after one warm-up step."""
     if network == "cifar":
         model, size, classes = NetworkCIFAR(36, 10, 20, True, DARTS_V2), 32, 10
     else:
@@ -48,17 +48,7 @@ def images_per_second(network: str, batch: int, steps: int, channels_last: bool,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
-    times = []
-    for i in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t)
-    return batch / sorted(times)[len(times) // 2]
+    return batch / timed(step, steps, device)
 
 
 def main() -> None:

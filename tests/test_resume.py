@@ -22,26 +22,32 @@ def only_run(folder):
     return run
 
 
-def kill_after_first_epoch(out_dir):
-    """Start train.py, SIGKILL it once the checkpoint of epoch 0 exists; return the run dir."""
+def kill_when(script, args, out_dir, ready):
+    """Start `script`, SIGKILL it as soon as `ready(out_dir)` holds; return its run directory."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *ARGS, "--out_dir", str(out_dir)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--out_dir", str(out_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        runs = list(out_dir.glob("eval-*/checkpoint.pt")) if out_dir.exists() else []
-        if runs:
+        if out_dir.exists() and ready(out_dir):
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return only_run(out_dir)
 
 
+def mid_pruning(out_dir):
+    """21 prune-event lines written: mid-epoch, mid-pruning."""
+    events = list(out_dir.glob("search-*/prune_events.jsonl"))
+    return bool(events) and events[0].read_text().count("\n") >= 21
+
+
 def test_resume_after_sigkill_is_exact(tmp_path):
     run_cli("train.py", *ARGS, "--out_dir", tmp_path / "ref")
     ref = only_run(tmp_path / "ref")
-    cut = kill_after_first_epoch(tmp_path / "cut")
+    cut = kill_when("train.py", ARGS, tmp_path / "cut",
+                    lambda out: bool(list(out.glob("eval-*/checkpoint.pt"))))
     assert not (cut / "results.json").exists(), "the run finished before it was killed"
     run_cli("train.py", *ARGS, "--resume", cut)
     a, b = (json.loads((d / "results.json").read_text()) for d in (ref, cut))
@@ -80,19 +86,7 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
             *TINY_SEARCH[TINY_SEARCH.index("--warmup"):]]
     run_cli("train_search.py", *args, "--out_dir", tmp_path / "ref")
     ref = only_run(tmp_path / "ref")
-    out = tmp_path / "cut"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train_search.py"), *args, "--out_dir", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        events = list(out.glob("search-*/prune_events.jsonl")) if out.exists() else []
-        if events and events[0].read_text().count("\n") >= 21:  # mid-epoch, mid-pruning
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cut = only_run(out)
+    cut = kill_when("train_search.py", args, tmp_path / "cut", mid_pruning)
     assert not (cut / "results.json").exists(), "the search finished before it was killed"
     run_cli("train_search.py", *args, "--resume", cut)
     for name in ("genotype.json", "prune_events.jsonl", "results_of_7q/results.csv"):
