@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+import distributed
 from model_search import Network
 
 REG_TYPES = ("norm", "gini")
@@ -55,6 +56,8 @@ class Architect:
             loss = self.val_loss(x_val, y_val)
             # Only the alphas need gradients: skipping the weights' saves part of the backward.
             loss.backward(inputs=self.model.arch_parameters())
+        # Under torchrun every process holds the same alphas: step on the mean gradient.
+        distributed.average_gradients(self.model.arch_parameters())
         self.optimizer.step()
         return loss.item()
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 if TYPE_CHECKING:
     import torchvision.datasets as dset
@@ -174,10 +175,22 @@ def get_datasets(name: str, root: str, *, cutout: bool = False, cutout_length: i
     return train, _torchvision_dataset(name, root, False, test_tf), NUM_CLASSES[name]
 
 
-def split_indices(n: int, portion: float) -> tuple[list[int], list[int]]:
-    """The DARTS search split: the first `portion` of the training set and the rest."""
-    cut = int(np.floor(portion * n))
-    return list(range(cut)), list(range(cut, n))
+def sample_order(dataset: Dataset) -> list[int]:
+    """The order in which splits and `--subset` take a training set's images: the stored order
+    for CIFAR/SVHN/digits (the DARTS split: first part and the rest), and a fixed permutation
+    for image folders, which list their files class by class (the first half would otherwise be
+    the first half of the classes)."""
+    if hasattr(dataset, "samples"):  # torchvision ImageFolder
+        return np.random.RandomState(0).permutation(len(dataset)).tolist()
+    return list(range(len(dataset)))
+
+
+def split_indices(order: int | list[int], portion: float) -> tuple[list[int], list[int]]:
+    """The DARTS search split of `order` (a list of indices, or n for 0..n-1): the first
+    `portion` of it and the rest."""
+    order = list(range(order)) if isinstance(order, int) else list(order)
+    cut = int(np.floor(portion * len(order)))
+    return order[:cut], order[cut:]
 
 
 def holdout_split(train_set: Dataset, test_set: Dataset, portion: float) -> tuple[Dataset, Dataset | None]:
@@ -185,20 +198,44 @@ def holdout_split(train_set: Dataset, test_set: Dataset, portion: float) -> tupl
     (evaluation) transform; `portion` 0 gives (train_set, None)."""
     if portion <= 0:
         return train_set, None
-    train_idx, valid_idx = split_indices(len(train_set), 1.0 - portion)
+    train_idx, valid_idx = split_indices(sample_order(train_set), 1.0 - portion)
     valid_view = copy.copy(train_set)
     if hasattr(valid_view, "transform"):
         valid_view.transform = getattr(test_set, "transform", None)
     return Subset(train_set, train_idx), Subset(valid_view, valid_idx)
 
 
+class ShardSampler(Sampler):
+    """In order, without shuffling or padding: this process's every `world_size`-th index, so an
+    evaluation split over processes sees each image exactly once."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, indices: list[int] | None = None,
-                shuffle: bool = False, workers: int = 0, seed: int = 0,
-                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over `dataset` (or its `indices`); shuffling is seeded by `seed`."""
+                shuffle: bool = False, workers: int = 0, seed: int = 0, drop_last: bool = False,
+                pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader over `dataset` (or its `indices`) for process `rank` of `world_size`.
+
+    Shuffled loaders use a DistributedSampler (also for one process): the order of a pass is a
+    function of `seed` and the pass number given to `loader.sampler.set_epoch`, which is what
+    makes resuming exact, and resuming with another number of processes possible. Unshuffled
+    loaders give each process a disjoint share of the images, each image once.
+    """
     if indices is not None:
         dataset = Subset(dataset, indices)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
+    generator = torch.Generator().manual_seed(seed + rank)  # seeds the worker processes
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       generator=generator, drop_last=drop_last, pin_memory=pin_memory,
                       persistent_workers=workers > 0)

@@ -3,6 +3,7 @@ drop-path ramp, evaluation, checkpoints, results.json, and `--mode eval`."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import distributed
 import utils
 from data import holdout_split, make_loader
 from genotypes import genotype_from_dict, genotype_to_dict
@@ -56,6 +58,7 @@ def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--workers", type=int, default=defaults["workers"], help="data loader worker processes")
     g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA only): batch statistics over the global batch")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
     g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
@@ -90,10 +93,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
         top5_m.update(acc5, y.size(0))
         if step % report_freq == 0:
             log.info("train %03d %e %f %f", step, loss_m.avg, top1_m.avg, top5_m.avg)
-    return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg}
+    return {name: meter.all_reduce().avg for name, meter in (("loss", loss_m), ("top1", top1_m), ("top5", top5_m))}
 
 
-def fit(model: nn.Module, optimizer, criterion, eval_criterion, device: torch.device, *,
+def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distributed.World, *,
         run_dir: Path, loaders: dict, epochs: int, lr_at: Callable[[int], float],
         drop_path_prob: float, grad_clip: float, aux_weight: float, amp: bool,
         channels_last: bool, report_freq: int, extra_state: dict, start_epoch: int = 0,
@@ -101,37 +104,44 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, device: torch.de
     """The epoch loop: lr from `lr_at(epoch)`, drop-path ramped linearly over the epochs, train,
     evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint.
 
-    Returns the per-epoch rows (lr, train/valid/test loss, top-1, top-5). A resumed run passes
+    `model` may be wrapped in DDP; the network inside is what gets evaluated and saved. Returns
+    the per-epoch rows (lr, train/valid/test loss, top-1, top-5). A resumed run passes
     `start_epoch`, the rows so far and the seconds already spent.
     """
-    writer = utils.tensorboard_writer(run_dir)
+    net, device = distributed.unwrap(model), world.device
+    writer = utils.tensorboard_writer(run_dir, world.is_main)
     history = list(history or [])
     clock = time.time() - elapsed
     for epoch in range(start_epoch, epochs):
         lr = lr_at(epoch)
         utils.set_lr(optimizer, lr)
-        model.drop_path_prob = drop_path_prob * epoch / epochs
-        log.info("epoch %d lr %e drop_path_prob %f", epoch, lr, model.drop_path_prob)
+        net.drop_path_prob = drop_path_prob * epoch / epochs
+        log.info("epoch %d lr %e drop_path_prob %f", epoch, lr, net.drop_path_prob)
+        loaders["train"].sampler.set_epoch(epoch)  # the epoch's shuffle, the same on every process
         train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
                                 grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,
                                 channels_last=channels_last, report_freq=report_freq)
         row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in train.items()}}
+        distributed.sync_buffers(net)  # BN statistics: rank 0's, as DDP uses them
         for split in ("valid", "test"):
             if loaders.get(split) is not None:
-                metrics = utils.evaluate(model, loaders[split], eval_criterion, device)
+                metrics = utils.evaluate(net, loaders[split], eval_criterion, device)
                 row.update({f"{split}_{k}": v for k, v in metrics.items()})
         log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
         for key, value in row.items():
             if key != "epoch":
                 writer.add_scalar(key.replace("_", "/", 1), value, epoch)
         history.append(row)
-        # Everything an exact resume needs: weights, optimizer, the generators of the data
-        # order and of the augmentations, and how far the log had got.
-        utils.save_checkpoint(run_dir / "checkpoint.pt", {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "history": history, "rng": utils.rng_state(),
-            "loader_rng": loaders["train"].generator.get_state(), "elapsed": time.time() - clock,
-            "log_bytes": (run_dir / "log.txt").stat().st_size, **extra_state})
+        # Everything an exact resume needs: weights, optimizer, every process's random states
+        # (augmentations, drop-path) and how far the log had got; the data order is a function
+        # of the seed and the epoch.
+        rng = utils.rng_states()
+        if world.is_main:
+            utils.save_checkpoint(run_dir / "checkpoint.pt", {
+                "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "history": history, "rng": rng, "elapsed": time.time() - clock,
+                "world_size": world.world_size, "log_bytes": (run_dir / "log.txt").stat().st_size,
+                **extra_state})
     writer.close()
     return history
 
@@ -161,11 +171,14 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error(f"--val_portion must be in [0, 1), got {args.val_portion}")
     if args.mode == "eval" and not args.model_path:
         p.error("--mode eval needs --model_path")
+    if args.sync_bn and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
 
 
-def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, device) -> dict:
-    """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy."""
-    utils.setup_logging(None)
+def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: distributed.World) -> dict:
+    """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy
+    (each process evaluates its share of the test set under torchrun)."""
+    utils.setup_logging(None, world.is_main)
     state = utils.load_checkpoint(args.model_path)
     if not {"genotype", "model", "args"} <= set(state):
         raise utils.UserError(f"{args.model_path}: not a checkpoint of train.py / train_imagenet.py")
@@ -173,8 +186,9 @@ def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, device) -
     a = state["args"]
     model = network_cls(a["init_channels"], num_classes, a["layers"], a["auxiliary"], genotype)
     model.load_state_dict(state["model"])
-    loader = make_loader(test_set, args.batch_size, workers=args.workers)
-    metrics = utils.evaluate(model.to(device), loader, nn.CrossEntropyLoss(), device)
+    loader = make_loader(test_set, utils.per_process_batch(args.batch_size, world.world_size),
+                         workers=args.workers, rank=world.rank, world_size=world.world_size)
+    metrics = utils.evaluate(model.to(world.device), loader, nn.CrossEntropyLoss(), world.device)
     log.info("test top1 %.4f top5 %.4f loss %.4f (%s)", metrics["top1"], metrics["top5"],
              metrics["loss"], args.model_path)
     return {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"]}
@@ -201,39 +215,56 @@ def check_resumable(path: Path, state: dict, args) -> None:
                                   f"(--{key} {old.get(key)} there, {getattr(args, key, None)} now)")
 
 
-def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
-                   criterion, lr_at: Callable[[int], float], device, run_root: str, kind: str,
-                   resume: tuple[Path, dict] | None = None) -> dict:
-    """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`
-    (or continue the run `resume` = (run directory, checkpoint)); write and return results.json."""
-    start = time.time()
-    train_set, test_set, num_classes = datasets
+def open_run(args, label: str, genotype, world: distributed.World, run_root: str, kind: str,
+             resume: tuple[Path, dict] | None) -> Path:
+    """The evaluation run directory (new, or the one being resumed), with its log, args.json and
+    drawing of the cells; only rank 0 writes."""
     if resume:
         run_dir, state = resume
         check_resumable(run_dir / "checkpoint.pt", state, args)
-        utils.truncate_to(run_dir / "log.txt", state["log_bytes"])  # drop the lost epoch's lines
+        if world.is_main:
+            utils.truncate_to(run_dir / "log.txt", state["log_bytes"])  # drop the lost epoch's lines
     else:
-        run_dir = utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}")
-    utils.setup_logging(run_dir)
-    utils.set_determinism(args.deterministic)
-    if not resume:
+        run_dir = utils.shared_run_dir(
+            world, lambda: utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}"))
+    utils.setup_logging(run_dir, world.is_main)
+    log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device,
+             world.world_size, vars(args))
+    if world.is_main and not resume:
         utils.write_json(run_dir / "args.json", vars(args))
-    utils.set_seed(args.seed)
-    log.info("genotype %s from %s on %s; args = %s", genotype, label, device, vars(args))
-    try:
-        if not resume:
+        try:
             plot_genotype(genotype, run_dir / "genotype")
-    except GraphvizMissing as e:
-        log.warning("no drawing of the cells: %s", e)
+        except GraphvizMissing as e:
+            log.warning("no drawing of the cells: %s", e)
+    return run_dir
+
+
+def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
+                   criterion, lr_at: Callable[[int], float], world: distributed.World, run_root: str,
+                   kind: str, resume: tuple[Path, dict] | None = None) -> dict:
+    """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`
+    (or continue the run `resume` = (run directory, checkpoint)); write and return results.json."""
+    start, device = time.time(), world.device
+    train_set, test_set, num_classes = datasets
+    run_dir = open_run(args, label, genotype, world, run_root, kind, resume)
+    utils.set_determinism(args.deterministic)
+    utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
     model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
     params, madds = utils.count_parameters_in_M(model), utils.count_multadds_in_M(model, image_size)
     log.info("param size = %.3fM, mult-adds = %.1fM", params, madds)
+    if args.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if resume:
+        model.load_state_dict(resume[1]["model"])
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
+    aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
+    ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
+    batch_size = utils.per_process_batch(args.batch_size, world.world_size)
     train_part, valid_part = holdout_split(train_set, test_set, args.val_portion)
     loader = lambda ds, shuffle: None if ds is None else make_loader(
-        ds, args.batch_size, shuffle=shuffle, seed=args.seed, workers=args.workers,
-        pin_memory=device.type == "cuda")
+        ds, batch_size, shuffle=shuffle, seed=args.seed, workers=args.workers,
+        pin_memory=device.type == "cuda", rank=world.rank, world_size=world.world_size)
     loaders = {"train": loader(train_part, True), "valid": loader(valid_part, False),
                "test": loader(test_set, False)}
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
@@ -241,22 +272,23 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     extra = {"genotype": genotype_to_dict(genotype), "genotype_source": label, "args": vars(args)}
     done = {}
     if resume:
-        model.load_state_dict(state["model"])
+        state = resume[1]
         optimizer.load_state_dict(state["optimizer"])
-        loaders["train"].generator.set_state(state["loader_rng"])
-        utils.set_rng_state(state["rng"])
+        utils.restore_rng(state["rng"], world, args.seed)
         done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
-    history = fit(model, optimizer, criterion, nn.CrossEntropyLoss(), device, run_dir=run_dir,
+    history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
                   loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
-                  grad_clip=args.grad_clip, aux_weight=args.auxiliary_weight if args.auxiliary else 0.0,
-                  amp=args.amp, channels_last=args.channels_last, report_freq=args.report_freq,
-                  extra_state=extra, **done)
+                  grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
+                  channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra, **done)
     results = {**summarise(history, valid_part is not None), "params_M": params, "multadds_M": madds,
-               "genotype_source": label, "genotype": genotype_to_dict(genotype), "seed": args.seed,
+               "dataset": getattr(args, "dataset", "imagenet"), "genotype_source": label,
+               "genotype": genotype_to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
-               "checkpoint": str(run_dir / "checkpoint.pt"), "run_dir": str(run_dir)}
-    utils.write_json(run_dir / "results.json", results)
+               "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),
+               "run_dir": str(run_dir)}
+    if world.is_main:
+        utils.write_json(run_dir / "results.json", results)
     log.info("final test top1 %.4f top5 %.4f; results in %s", results["final_test_top1"],
              results["final_test_top5"], run_dir / "results.json")
     return results
@@ -265,14 +297,16 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
 def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, image_size: int,
         criterion, lr_at: Callable[[int], float], kind: str) -> list[dict]:
     """The body of both training scripts: `--mode eval`, or train every requested genotype from
-    `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (or `--resume`)."""
-    device = utils.get_device(args.gpu)
+    `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (or `--resume`);
+    under torchrun, on every process."""
+    world = distributed.init(args.gpu)
+    args.seed = utils.resolve_seed(args.seed)
     if args.mode == "eval":
-        return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], device)]
+        return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world)]
     resume = utils.resume_checkpoint(args.resume) if args.resume else None
     sources = (resume_source(resume) if resume else
                utils.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict))
     return [train_genotype(args, label, genotype, network_cls, datasets, image_size=image_size,
-                           criterion=criterion, lr_at=lr_at, device=device,
+                           criterion=criterion, lr_at=lr_at, world=world,
                            run_root=args.out_dir or base or "ckpt", kind=kind, resume=resume)
             for label, genotype in sources]

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+import distributed
 from model_search import Network, edge_endpoints
 
 SAL_TYPES = ("task", "vanilla", "sgas_1")
@@ -202,13 +203,14 @@ def compare_candidates(model: Network, cell: int, candidates: list[int],
     for flat in candidates:
         edge, op = divmod(flat, n_ops)
         mask[edge, op] = False
-        total, count = 0.0, 0
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, images)
         for x, y in next_batches():
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            total += F.cross_entropy(model(x), y, reduction="sum").item()
-            count += y.size(0)
+            total[0] += F.cross_entropy(model(x), y, reduction="sum").double()
+            total[1] += y.size(0)
         mask[edge, op] = True
-        losses.append(total / max(count, 1))
+        total = distributed.all_reduce_sum(total)  # over the batches of every process
+        losses.append((total[0] / total[1].clamp(min=1)).item())
     model.train()
     return losses
 
@@ -245,15 +247,17 @@ class Pruner:
         return [int(m.sum()) for m in self.model.masks()]
 
     def saliency(self, batches: Iterable) -> Tensor:
-        """Saliency (2, 14, n_ops) of every op under `sal_type` (s2 when `second`)."""
+        """Saliency (2, 14, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
+        processes under torchrun (each scores its own batches)."""
         if self.sal_type == "vanilla":
             return saliency_vanilla(self.model)
         if self.sal_type == "sgas_1":
             return saliency_sgas(self.model)
         if self.second:
-            return saliency_second_order(self.model, batches, self.device, self.hessian_coef,
-                                         self.hessian_chunk)
-        return saliency_first_order(self.model, batches, self.device)
+            s = saliency_second_order(self.model, batches, self.device, self.hessian_coef, self.hessian_chunk)
+        else:
+            s = saliency_first_order(self.model, batches, self.device)
+        return distributed.all_reduce_mean(s)
 
     def decide(self, saliency: Tensor, next_batches: Callable[[], list]) -> list[dict]:
         """One decision per unfinished cell: the lowest-|S| eligible op, or with `num_compare`
@@ -277,7 +281,7 @@ class Pruner:
                         "saliency": saliency[cell].flatten()[f].item(), "loss": loss}
                        for f, loss in zip(candidates, losses)]
             decisions.append({"cell": CELLS[cell], **records[best], "candidates": records})
-        return decisions
+        return distributed.broadcast(decisions)  # decided once, on rank 0, for every process
 
     def apply(self, decisions: list[dict]) -> None:
         """Prune the decided ops (keep-mask entries set to False)."""

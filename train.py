@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
-    args.seed = utils.resolve_seed(args.seed)
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
                             image_size=args.image_size)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image

@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
-    args.seed = utils.resolve_seed(args.seed)
     datasets = get_datasets("imagenet", args.data, image_size=args.image_size)
     return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
                image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),

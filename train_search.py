@@ -3,6 +3,8 @@ gradient saliency, twice per epoch after a warm-up, until the final cell remains
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import math
 import time
@@ -12,9 +14,10 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
+import distributed
 import utils
 from architect import REG_TYPES, Architect
-from data import DATASETS, get_datasets, make_loader, split_indices
+from data import DATASETS, get_datasets, make_loader, sample_order, split_indices
 from genotypes import save_genotype
 from model_search import Network, edge_endpoints
 from saliency import SAL_TYPES, Pruner
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cutout", action="store_true", help="apply cutout to the search batches")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder only)")
-    g.add_argument("--subset", type=int, default=None, help="test/debug: use only the first N training images")
+    g.add_argument("--subset", type=int, default=None, help="test/debug: use only N training images (the first N; a fixed random N for --dataset folder)")
     g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=60, help="search epochs")
@@ -107,16 +110,29 @@ def write_epoch_files(run_dir, epoch: int, model: Network, genotype, rows: list[
     utils.atomic_write(root / "results.csv", csv)
 
 
-def prune_event(pruner: Pruner, args, epoch: int, step: int, sal_queue, valid_iter, run_dir) -> None:
-    """Score all ops, prune one per cell, record the event (the heart of FP-DARTS)."""
-    batches = sal_queue
+def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
+    """Score all ops, prune one per cell, record the event (the heart of FP-DARTS).
+
+    Under torchrun every process scores its share of the batches; the saliency and the
+    comparison losses are pooled over processes and rank 0's decision is applied everywhere.
+    """
+    args, pruner, valid_iter = run.args, run.pruner, run.valid_iter
+    run.sal_queue.sampler.set_epoch(run.events)  # a fresh, reproducible order for every event
+    run.events += 1
+    batches = run.sal_queue
     if args.sal_second:  # about `budget` Hessian rows per event
-        batches = islice(sal_queue, math.ceil(args.sal_second_budget / sum(pruner.live_ops())))
+        batches = islice(batches, math.ceil(args.sal_second_budget / sum(pruner.live_ops())))
     saliency = pruner.saliency(batches)
     fixed = list(islice(valid_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
     next_batches = (lambda: fixed) if fixed else (lambda: list(islice(valid_iter, args.iter_compare + 1)))
     decisions = pruner.decide(saliency, next_batches)
     pruner.apply(decisions)
+    if run.world.is_main:
+        record_event(run.dir, pruner, epoch, step, saliency, decisions)
+
+
+def record_event(run_dir, pruner: Pruner, epoch: int, step: int, saliency, decisions: list[dict]) -> None:
+    """The event's saliency file, its lines in prune_events.jsonl, and the log."""
     sal = saliency.cpu().tolist()
     utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt", {"normal": sal[0], "reduce": sal[1]})
     endpoints = edge_endpoints(pruner.steps)
@@ -138,17 +154,19 @@ def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
 def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list) -> None:
     """Checkpoint everything an exact resume needs, atomically; `step` None = epoch complete.
 
-    Besides weights, alphas, masks and optimizers: the data-order generators (the train
-    loader's as of the start of the epoch, the validation stream's position, the saliency
-    loader's), the global random states, and how far the log and the prune history had got.
+    Besides weights, alphas, masks and optimizers: the position in the data (the orders
+    themselves are functions of the seed and the pass number), every process's random states,
+    and how far the log and the prune history had got.
     """
+    rng = utils.rng_states()  # a collective: every process takes part, rank 0 writes
+    if not run.world.is_main:
+        return
     events = run.dir / "prune_events.jsonl"
     utils.save_checkpoint(run.dir / "checkpoint.pt", {
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
-        "train_rng": run.epoch_rng if step is not None else run.train_queue.generator.get_state(),
-        "valid_stream": run.valid_iter.state_dict(), "sal_rng": run.sal_queue.generator.get_state(),
-        "rng": utils.rng_state(), "meters": [(m.sum, m.count) for m in meters], "rows": rows,
+        "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
+        "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
         "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args)})
 
@@ -156,7 +174,7 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
 def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
-    args, model, optimizer, device = run.args, run.model, run.optimizer, run.device
+    args, model, optimizer, device = run.args, run.model, run.optimizer, run.world.device
     interval = args.prune_interval or max(len(run.train_queue) // 2, 1)
     lr = optimizer.param_groups[0]["lr"]
     loss_m, top1_m = meters
@@ -167,7 +185,7 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
         x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
         run.architect.step(x_val, y_val, x, y, lr, optimizer)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
+        logits = run.ddp(x)  # DDP averages the weight gradients over processes
         loss = criterion(logits, y)
         if not torch.isfinite(loss):
             raise utils.UserError(f"the search loss became {loss.item()} in epoch {epoch}, step {step}; "
@@ -180,14 +198,15 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
         if step % args.report_freq == 0:
             log.info("train %03d %e %f", step, loss_m.avg, top1_m.avg)
         if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished():
-            prune_event(run.pruner, args, epoch, step, run.sal_queue, run.valid_iter, run.dir)
+            prune_event(run, epoch, step)
             save_state(run, epoch, step, meters, rows)
-    return {"loss": loss_m.avg, "top1": top1_m.avg}
+    # Pooled over processes for the log; the meters themselves stay this process's (checkpoint).
+    return {"loss": copy.copy(loss_m).all_reduce().avg, "top1": copy.copy(top1_m).all_reduce().avg}
 
 
-def start_epoch(run: SimpleNamespace, skip: int = 0) -> None:
+def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
     """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
-    run.epoch_rng = run.train_queue.generator.get_state()
+    run.train_queue.sampler.set_epoch(epoch)
     run.batches = iter(run.train_queue)
     for _ in range(skip):
         next(run.batches)
@@ -199,10 +218,10 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
     run.optimizer.load_state_dict(state["optimizer"])
     run.architect.optimizer.load_state_dict(state["arch_optimizer"])
     run.clock -= state["elapsed"]
-    utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
-    run.train_queue.generator.set_state(state["train_rng"])
+    if run.world.is_main:
+        utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
     run.valid_iter.load_state_dict(state["valid_stream"])
-    run.sal_queue.generator.set_state(state["sal_rng"])
+    run.events = state["events"]
     meters = [utils.AverageMeter(), utils.AverageMeter()]
     epoch, step = state["epoch"], state["step"]
     if step is None:
@@ -212,106 +231,143 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
         for meter, (total, count) in zip(meters, state["meters"]):
             meter.sum, meter.count = total, count
     if first:
-        start_epoch(run, skip=first)
-    utils.set_rng_state(state["rng"])  # last: skipping batches drew augmentation randomness
+        start_epoch(run, epoch, skip=first)
+    utils.restore_rng(state["rng"], run.world, run.args.seed)  # last: skipping batches drew randomness
     log.info("resuming %s at epoch %d, step %d", run.dir, epoch, first)
     return epoch, first, meters, state["rows"]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run a search; return the final figures (also written to results.json)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    start = time.time()
-    device = utils.get_device(args.gpu)
-    args.seed = utils.resolve_seed(args.seed)
-    utils.set_seed(args.seed)
-    utils.set_determinism(args.deterministic)
+def setup(args, world: distributed.World) -> SimpleNamespace:
+    """The run directory (new or resumed), data, supernet, optimizers and pruner of a search."""
     train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
                                              cutout_length=args.cutout_length, image_size=args.image_size)
+    state = None
     if args.resume:
         run_dir, state = utils.resume_checkpoint(args.resume)
         check_resumable(run_dir, state, args)
         args.seed = state["args"]["seed"]
-        utils.truncate_to(run_dir / "log.txt", state["log_bytes"])
+        if world.is_main:
+            utils.truncate_to(run_dir / "log.txt", state["log_bytes"])
     else:
-        run_dir = utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}")
-    utils.setup_logging(run_dir)
-    if not args.resume:
+        run_dir = utils.shared_run_dir(
+            world, lambda: utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}"))
+    utils.setup_logging(run_dir, world.is_main)
+    if world.is_main and not args.resume:
         utils.write_json(run_dir / "args.json", vars(args))
-    log.info("seed %d, device %s, args = %s", args.seed, device, vars(args))
-    writer = utils.tensorboard_writer(run_dir)
+    log.info("seed %d, device %s x %d processes, args = %s", args.seed, world.device, world.world_size, vars(args))
+    utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
 
-    n = min(len(train_set), args.subset or len(train_set))
-    w_idx, a_idx = split_indices(n, args.train_portion)
-    sal_bs = args.sal_batch_size or (32 if args.sal_second else args.batch_size)
-    loader = lambda idx, bs, k: make_loader(train_set, bs, indices=idx, shuffle=True, seed=args.seed + k,
-                                            workers=args.workers)
-    valid_queue = loader(a_idx, args.batch_size, 1)
-    # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
-    # stream's generator (which an exact resume replays).
-    valid_eval = make_loader(train_set, args.batch_size, indices=a_idx, workers=args.workers)
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cpu")
+    w_idx, a_idx = split_indices(sample_order(train_set)[:args.subset], args.train_portion)
+    batch_size = utils.per_process_batch(args.batch_size, world.world_size)
+    sal_bs = utils.per_process_batch(args.sal_batch_size or (32 if args.sal_second else args.batch_size),
+                                     world.world_size, "--sal_batch_size")
+    loader = lambda idx, bs, k, shuffle=True: make_loader(
+        train_set, bs, indices=idx, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
+        rank=world.rank, world_size=world.world_size)
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = Network(args.init_channels, num_classes, args.layers, steps=args.steps).to(device, memory_format=memory_format)
+    model = Network(args.init_channels, num_classes, args.layers, steps=args.steps)
+    model = model.to(world.device, memory_format=memory_format)
+    # Pruned ops take no part in the forward pass, hence find_unused_parameters.
+    ddp = distributed.wrap(model, world, find_unused_parameters=True)
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate,
                                 momentum=args.momentum, weight_decay=args.weight_decay)
     architect = Architect(model, lr=args.arch_learning_rate, weight_decay=args.arch_weight_decay,
                           reg_type=args.reg_type, reg_alpha=args.reg_alpha, unrolled=args.unrolled,
                           network_momentum=args.momentum, network_weight_decay=args.weight_decay)
-    restrict = not args.no_restrict
-    pruner = Pruner(model, device=device, sal_type=args.sal_type, second=args.sal_second,
+    pruner = Pruner(model, device=world.device, sal_type=args.sal_type, second=args.sal_second,
                     hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
-                    num_compare=args.num_compare, restrict=restrict, num_kept_min=args.num_kept_min)
-    run = SimpleNamespace(args=args, dir=run_dir, device=device, model=model, optimizer=optimizer,
-                          architect=architect, pruner=pruner, train_queue=loader(w_idx, args.batch_size, 0),
-                          valid_iter=utils.Stream(valid_queue), sal_queue=loader(a_idx, sal_bs, 2), clock=start)
+                    num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min)
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
+    # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
+    # stream (which an exact resume replays).
+    return SimpleNamespace(
+        args=args, dir=run_dir, world=world, model=model, ddp=ddp, optimizer=optimizer,
+        architect=architect, pruner=pruner, train_queue=loader(w_idx, batch_size, 0),
+        valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
+        valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, clock=time.time(),
+        writer=utils.tensorboard_writer(run_dir, world.is_main), state=state)
 
-    first_epoch, first_step, meters, rows = 0, 0, None, []
-    if args.resume:
-        first_epoch, first_step, meters, rows = resume(run, state)
-        if first_epoch >= args.epochs:
-            raise utils.UserError(f"{run_dir}: this search already finished its {args.epochs} epochs")
-    criterion = nn.CrossEntropyLoss()
-    for epoch in range(first_epoch, args.epochs):
-        lr = utils.cosine_lr(epoch, args.epochs, args.learning_rate, args.learning_rate_min)
-        utils.set_lr(optimizer, lr)
-        if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
-            log.info("epoch %d lr %e", epoch, lr)
-            start_epoch(run)
-            meters = [utils.AverageMeter(), utils.AverageMeter()]
-        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
-        valid = utils.evaluate(model, valid_eval, criterion, device)
-        genotype = model.genotype(restrict, args.num_kept_max)
-        log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
-        log.info("genotype = %s", genotype)
-        rows.append({"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]})
-        write_epoch_files(run_dir, epoch, model, genotype, rows)
+
+def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
+    """Validate the supernet, derive the genotype, write the epoch's files and checkpoint."""
+    args, model, pruner = run.args, run.model, run.pruner
+    distributed.sync_buffers(model)  # BN statistics: rank 0's, as DDP uses them
+    valid = utils.evaluate(model, run.valid_eval, nn.CrossEntropyLoss(), run.world.device)
+    genotype = model.genotype(not args.no_restrict, args.num_kept_max)
+    log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
+    log.info("genotype = %s", genotype)
+    rows.append({"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]})
+    if run.world.is_main:
+        write_epoch_files(run.dir, epoch, model, genotype, rows)
         scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
                    "valid/top1": valid["top1"], "lr": lr, "live_ops/normal": pruner.live_ops()[0],
                    "live_ops/reduce": pruner.live_ops()[1]}
         for tag, value in scalars.items():
-            writer.add_scalar(tag, value, epoch)
-        save_state(run, epoch, None, meters, rows)
+            run.writer.add_scalar(tag, value, epoch)
         if args.save_one_shot:
-            utils.save_checkpoint(run_dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
-    writer.close()
+            utils.save_checkpoint(run.dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
+    save_state(run, epoch, None, meters, rows)
+    return genotype, valid
 
-    save_genotype(genotype, run_dir / "genotype.json")
-    try:
-        plot_genotype(genotype, run_dir / "genotype")
-    except GraphvizMissing as e:
-        log.warning("no drawing of the cells: %s", e)
-    results = {"variant": variant_name(args), "genotype": genotype._asdict(), "seed": args.seed,
-               "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
+
+def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
+    """Under torchrun, prove that every process ends with the same alphas, masks and genotype."""
+    model = run.model
+    digest = hashlib.sha1(repr(genotype).encode())
+    for t in (*model.arch_parameters(), *model.masks()):
+        digest.update(t.detach().cpu().numpy().tobytes())
+    digests = distributed.gather(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise utils.UserError(f"the {len(digests)} processes ended with different architectures: {digests}")
+
+
+def finish(run: SimpleNamespace, genotype, valid: dict) -> dict:
+    """The final genotype, its drawing and results.json."""
+    args, run_dir, pruner = run.args, run.dir, run.pruner
+    check_ranks_agree(run, genotype)
+    results = {"variant": variant_name(args), "dataset": args.dataset, "genotype": genotype._asdict(),
+               "seed": args.seed, "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
-               "search_cost_seconds": time.time() - run.clock, "device": str(device),
-               "supernet_params_M": utils.count_parameters_in_M(model), "run_dir": str(run_dir)}
-    utils.write_json(run_dir / "results.json", results)
+               "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
+               "world_size": run.world.world_size,
+               "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
+    if run.world.is_main:
+        save_genotype(genotype, run_dir / "genotype.json")
+        try:
+            plot_genotype(genotype, run_dir / "genotype")
+        except GraphvizMissing as e:
+            log.warning("no drawing of the cells: %s", e)
+        utils.write_json(run_dir / "results.json", results)
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run a search (on every process under torchrun); return the final figures (results.json)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    world = distributed.init(args.gpu)
+    args.seed = utils.resolve_seed(args.seed)
+    utils.set_determinism(args.deterministic)
+    run = setup(args, world)
+    first_epoch, first_step, meters, rows = 0, 0, None, []
+    if args.resume:
+        first_epoch, first_step, meters, rows = resume(run, run.state)
+        if first_epoch >= args.epochs:
+            raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
+    for epoch in range(first_epoch, args.epochs):
+        lr = utils.cosine_lr(epoch, args.epochs, args.learning_rate, args.learning_rate_min)
+        utils.set_lr(run.optimizer, lr)
+        if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
+            log.info("epoch %d lr %e", epoch, lr)
+            start_epoch(run, epoch)
+            meters = [utils.AverageMeter(), utils.AverageMeter()]
+        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
+        genotype, valid = end_epoch(run, epoch, lr, train, meters, rows)
+    run.writer.close()
+    return finish(run, genotype, valid)
 
 
 RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic"}

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import distributed
 from fileio import atomic_write
 
 logger = logging.getLogger("fpdarts")
@@ -50,20 +51,24 @@ def run_cli(main, argv: list[str] | None = None):
     except (UserError, GenotypeError, DatasetMissing) as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
+    finally:
+        distributed.shutdown()
 
 
 # ---------------------------------------------------------------- environment
 
-def get_device(gpu: int | None = None) -> torch.device:
-    """CUDA device `gpu` (default 0) when CUDA is available, else the CPU; chosen once per run."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", gpu or 0)
-    return torch.device("cpu")
+def per_process_batch(batch_size: int, world_size: int, flag: str = "--batch_size") -> int:
+    """Each process's share of a global batch size (`torchrun`); it must divide evenly."""
+    if batch_size % world_size:
+        raise UserError(f"{flag} {batch_size} is the global batch and must be divisible by the "
+                        f"number of processes ({world_size})")
+    return batch_size // world_size
 
 
 def resolve_seed(seed: int) -> int:
-    """The authors' convention: a negative seed draws one in [0, 10000), which is then logged."""
-    return random.randrange(10000) if seed < 0 else seed
+    """The authors' convention: a negative seed draws one in [0, 10000), which is then logged
+    (under torchrun, rank 0 draws it for every process)."""
+    return distributed.broadcast(random.randrange(10000) if seed < 0 else seed)
 
 
 def set_seed(seed: int) -> None:
@@ -100,6 +105,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_states() -> list[dict]:
+    """`rng_state()` of every process, in rank order (what checkpoints hold)."""
+    return distributed.gather(rng_state())
+
+
+def restore_rng(states: list[dict], world: distributed.World, seed: int) -> None:
+    """Restore this process's random states from a checkpoint's `rng_states()`. A run resumed on
+    another number of processes cannot continue their streams: each process is seeded afresh."""
+    if len(states) == world.world_size:
+        set_rng_state(states[world.rank])
+    else:
+        logger.info("resumed on %d processes instead of %d: random streams seeded afresh",
+                    world.world_size, len(states))
+        set_seed(seed + 1000 * len(states) + world.rank)
+
+
+def shared_run_dir(world: distributed.World, make) -> Path:
+    """The run directory, created by rank 0 (`make()`) and announced to the other processes."""
+    return Path(distributed.broadcast(str(make()) if world.is_main else None))
+
+
 # ---------------------------------------------------------------- run directory and logging
 
 def make_run_dir(root: str, kind: str, save: str, suffix: str | None = None) -> Path:
@@ -110,14 +136,15 @@ def make_run_dir(root: str, kind: str, save: str, suffix: str | None = None) -> 
     return path
 
 
-def setup_logging(run_dir: Path | None) -> None:
-    """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log)."""
+def setup_logging(run_dir: Path | None, main: bool = True) -> None:
+    """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log).
+    Under torchrun only rank 0 (`main`) logs; the other processes report warnings only."""
     fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%m/%d %I:%M:%S %p")
     logger.handlers.clear()
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if main else logging.WARNING)
     logger.propagate = False
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if run_dir is not None:
+    handlers = [logging.StreamHandler(sys.stdout if main else sys.stderr)]
+    if run_dir is not None and main:
         handlers.append(logging.FileHandler(run_dir / "log.txt"))
     for handler in handlers:
         handler.setFormatter(fmt)
@@ -129,8 +156,20 @@ def write_json(path: str | Path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
-def tensorboard_writer(run_dir: Path):
-    """A TensorBoard SummaryWriter on the run directory."""
+class _NoWriter:
+    """What processes other than rank 0 get instead of a SummaryWriter: nothing is written."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def tensorboard_writer(run_dir: Path, main: bool = True):
+    """A TensorBoard SummaryWriter on the run directory (on rank 0; a no-op writer elsewhere)."""
+    if not main:
+        return _NoWriter()
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(run_dir / "tb"))
@@ -152,6 +191,12 @@ class AverageMeter:
     def avg(self) -> float:
         return self.sum / max(self.count, 1)
 
+    def all_reduce(self) -> AverageMeter:
+        """Pool the sums and counts of every process (torchrun); returns self."""
+        total = distributed.all_reduce_sum(torch.tensor([self.sum, float(self.count)], dtype=torch.float64))
+        self.sum, self.count = total[0].item(), int(total[1].item())
+        return self
+
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
     """Top-k accuracies in percent."""
@@ -164,7 +209,7 @@ def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[floa
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion, device: torch.device,
              max_batches: int | None = None) -> dict:
-    """Eval-mode loss, top-1 and top-5 (percent) over `loader`."""
+    """Eval-mode loss, top-1 and top-5 (percent) over `loader`, pooled over processes."""
     model.eval()
     loss, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     for step, (x, y) in enumerate(loader):
@@ -178,19 +223,22 @@ def evaluate(model: nn.Module, loader, criterion, device: torch.device,
         loss.update(criterion(logits, y).item(), n)
         top1.update(acc1, n)
         top5.update(acc5, n)
-    return {"loss": loss.avg, "top1": top1.avg, "top5": top5.avg}
+    return {name: meter.all_reduce().avg for name, meter in (("loss", loss), ("top1", top1), ("top5", top5))}
 
 
 class Stream:
-    """An endless stream of batches from a shuffling DataLoader, pass after pass, that can be
-    saved and restored at any batch (replaces DARTS' next(iter(queue)) per step)."""
+    """An endless stream of batches from a shuffled loader, pass after pass, that can be saved and
+    restored at any batch (replaces DARTS' next(iter(queue)) per step). Pass k is shuffled by
+    `loader.sampler.set_epoch(k)`, so the state is just (pass, batches consumed)."""
 
     def __init__(self, loader):
         self.loader = loader
+        self.passes = -1
         self._new_pass()
 
     def _new_pass(self) -> None:
-        self.pass_state = self.loader.generator.get_state()  # decides this pass's order
+        self.passes += 1
+        self.loader.sampler.set_epoch(self.passes)
         self.consumed = 0
         self._it = iter(self.loader)
 
@@ -207,13 +255,13 @@ class Stream:
         return batch
 
     def state_dict(self) -> dict:
-        return {"pass_state": self.pass_state, "consumed": self.consumed}
+        return {"passes": self.passes, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict) -> None:
         """Re-create the saved pass and skip the batches it had already given."""
-        self.loader.generator.set_state(state["pass_state"])
+        self.passes = state["passes"] - 1
         self._new_pass()
-        for _ in range(state["consumed"]):
+        for _ in range(min(state["consumed"], len(self.loader))):
             next(self._it)
         self.consumed = state["consumed"]
 

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import distributed  # noqa: E402
 import saliency as S  # noqa: E402
-import utils  # noqa: E402
 from architect import Architect  # noqa: E402
 from model_search import Network  # noqa: E402
 
@@ -72,7 +72,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def measure(config: str, what: str, channels_last: bool, repeats: int, rows: int) -> dict:
     """One measurement, in this process."""
     cfg = CONFIGS[config]
-    device = utils.get_device()
+    device = distributed.init().device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = Network(cfg["C"], 10, cfg["layers"]).to(device, memory_format=fmt)
@@ -141,7 +141,8 @@ def main() -> None:
         config, what, cl, repeats, rows = args.one
         print(json.dumps(measure(config, what, cl == "True", int(repeats), int(rows))))
         return
-    print(f"device: {utils.get_device()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    device = distributed.init().device
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for config in args.configs.split(","):
         print(f"\n== {config}: {CONFIGS[config]}")
         iters = {}
@@ -155,7 +156,7 @@ def main() -> None:
             if iters["iter_full", cl] and iters["iter_pruned", cl]:
                 ratio = iters["iter_pruned", cl] / iters["iter_full", cl]
                 print(f"pruned / full (channels_last={cl}): {ratio:.1%}")
-        cl = utils.get_device().type == "cpu"  # the search's default memory format there
+        cl = device.type == "cpu"  # the search's default memory format there
         r = run_isolated(config, "s1", cl, args.repeats, args.rows)
         nan = float("nan")
         print(f"s1 event   {r.get('seconds', nan):9.1f} s  ({r.get('per_batch', nan):.3f} s/batch x "

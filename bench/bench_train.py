@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import utils  # noqa: E402
+import distributed  # noqa: E402
 from bench.bench_search import timed  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR, NetworkImageNet  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--networks", default="cifar,imagenet", help="comma-separated: cifar, imagenet")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     args = p.parse_args()
-    device = utils.get_device()
+    device = distributed.init().device
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for network in args.networks.split(","):
         batch = 96 if network == "cifar" else (128 if device.type == "cuda" else 32)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision.datasets as dset
 
-from data import Cutout, DatasetMissing, get_datasets, holdout_split, split_indices
+from data import Cutout, DatasetMissing, get_datasets, holdout_split, sample_order, split_indices
 
 
 def write_cifar10(root, per_batch=6):
@@ -62,6 +62,22 @@ def test_digits_split_is_fixed_and_disjoint():
 def test_search_split_is_disjoint_and_covers_the_set():
     first, second = split_indices(101, 0.5)
     assert len(first) == 50 and set(first).isdisjoint(second) and len(first) + len(second) == 101
+
+
+def test_folder_splits_hold_every_class(tmp_path):
+    """ImageFolder lists files class by class: a split in that order would give the weights and
+    the architecture (or training and validation) different classes."""
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path, size=8, classes=4, train=10, val=1)
+    train, test, _ = get_datasets("folder", str(root), image_size=8)
+    order = sample_order(train)
+    assert sorted(order) == list(range(40)) and order == sample_order(train)  # fixed permutation
+    for part in split_indices(order, 0.5) + split_indices(order[:30], 0.5):
+        assert {train.targets[i] for i in part} == {0, 1, 2, 3}
+    _, valid = holdout_split(train, test, 0.5)
+    assert {train.targets[i] for i in valid.indices} == {0, 1, 2, 3}
+    assert sample_order(get_datasets("digits", "unused")[0])[:3] == [0, 1, 2]  # the DARTS order
 
 
 def test_holdout_split_uses_evaluation_transform(tmp_path):

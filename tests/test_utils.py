@@ -48,6 +48,18 @@ def test_stream_resumes_at_the_same_batch():
         next(stream)
     state = stream.state_dict()
     expected = [next(stream)[0].tolist() for _ in range(6)]
-    again = utils.Stream(make_loader(data, 3, shuffle=True, seed=99))
+    again = utils.Stream(make_loader(data, 3, shuffle=True, seed=5))  # a fresh process, same flags
+    next(again)
     again.load_state_dict(state)
     assert [next(again)[0].tolist() for _ in range(6)] == expected
+
+
+def test_loaders_split_the_data_between_processes():
+    data = torch.utils.data.TensorDataset(torch.arange(10.0))
+    for shuffle in (False, True):
+        seen = [sum((x.tolist() for (x,) in make_loader(data, 2, shuffle=shuffle, seed=1, rank=r,
+                                                          world_size=2)), []) for r in (0, 1)]
+        assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(map(float, range(10)))
+    seven = torch.utils.data.TensorDataset(torch.arange(7.0))
+    odd = [sum((x.tolist() for (x,) in make_loader(seven, 2, rank=r, world_size=2)), []) for r in (0, 1)]
+    assert len(odd[0]) + len(odd[1]) == 7  # evaluation: each image once, no padding

@@ -1,0 +1,61 @@
+"""Test helper, launched by torchrun: run one of the scripts' `main` in this process and save what
+the process ended with to `$PROBE_DIR/rank<k>.pt`, so a test can compare the processes.
+
+It records, without changing what the script does: the final supernet (alphas, masks, weights)
+of train_search.py, or the final network of train.py and the indices of every training image
+this process loaded.
+"""
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+import engine
+import train_search
+import utils
+
+captured = {"seen": []}
+
+
+class Recorder(torch.utils.data.Dataset):
+    """A training set that notes the index of every image it gives."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        captured["seen"].append(int(i))
+        return self.dataset[i]
+
+
+def make_loader(dataset, *args, shuffle=False, **kwargs):
+    return real_make_loader(Recorder(dataset) if shuffle else dataset, *args, shuffle=shuffle, **kwargs)
+
+
+def fit(model, *args, **kwargs):
+    captured["model"] = model
+    return real_fit(model, *args, **kwargs)
+
+
+def finish(run, *args, **kwargs):
+    captured["model"] = run.model
+    return real_finish(run, *args, **kwargs)
+
+
+real_make_loader, engine.make_loader = engine.make_loader, make_loader
+real_fit, engine.fit = engine.fit, fit
+real_finish, train_search.finish = train_search.finish, finish
+
+if __name__ == "__main__":
+    script, argv = sys.argv[1], sys.argv[2:]
+    result = utils.run_cli(importlib.import_module(Path(script).stem).main, argv)
+    net = captured["model"]
+    net = net.module if hasattr(net, "module") else net
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    torch.save({"state": state, "seen": captured["seen"], "result": result},
+               Path(os.environ["PROBE_DIR"]) / f"rank{os.environ.get('RANK', '0')}.pt")

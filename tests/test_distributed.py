@@ -1,0 +1,137 @@
+"""torchrun: two gloo processes on the CPU keep one architecture and one set of weights, split
+the data between them, write the run directory once, and resume on another number of processes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY_SEARCH, make_image_folder
+from test_resume import kill_when
+
+import distributed
+
+
+def torchrun(nproc: int, script: str, *args, probe_dir=None, check: bool = True):
+    """`torchrun --standalone --nproc_per_node nproc <script> args` (through the probe when
+    `probe_dir` is given), one CPU thread per process."""
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", OMP_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="", PROBE_DIR=str(probe_dir or ""))
+    target = [str(ROOT / "tests" / "ddp_probe.py"), script] if probe_dir else [str(ROOT / script)]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node", str(nproc), *target, *map(str, args)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun {script} exited {result.returncode}\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def probes(folder, n=2):
+    """What each process saved; its returned results as they read in JSON."""
+    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(n)]
+    for r in ranks:
+        r["result"] = json.loads(json.dumps(r["result"]))
+    return ranks
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_search_on_two_processes_keeps_one_architecture(tmp_path):
+    out, probe = tmp_path / "out", tmp_path / "probe"
+    probe.mkdir()
+    torchrun(2, "train_search.py", *TINY_SEARCH, "--num_compare", "2", "--iter_compare", "1",
+             "--out_dir", out, probe_dir=probe)
+    ranks = probes(probe)
+    # Every process ends with the same alphas, masks, weights and BN statistics, hence genotype.
+    assert_same_state(ranks[0]["state"], ranks[1]["state"])
+    assert ranks[0]["result"]["genotype"] == ranks[1]["result"]["genotype"]
+    keep = ranks[0]["state"]["keep_normal"]
+    assert 0 < keep.sum() < keep.numel()  # pruning happened
+    # ... and each loaded its own half of the data.
+    assert set(ranks[0]["seen"]).isdisjoint(ranks[1]["seen"])
+    # The run directory is written once, by rank 0.
+    (run,) = out.iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2 and results["genotype"] == ranks[0]["result"]["genotype"]
+    log = (run / "log.txt").read_text()
+    assert log.count("search done") == 1 and log.count("supernet:") == 1
+    events = [json.loads(line) for line in (run / "prune_events.jsonl").read_text().splitlines()]
+    keys = [(e["epoch"], e["step"], e["cell"]) for e in events]
+    assert len(keys) == len(set(keys)) > 0  # no event recorded twice
+    assert json.loads((run / "genotype.json").read_text())["normal"] == results["genotype"]["normal"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("ddp_folder"), size=16, classes=3, train=8, val=2)
+
+
+TRAIN = ["--arch", "DARTS_V2", "--init_channels", "4", "--layers", "2", "--no_auxiliary",
+         "--image_size", "16", "--batch_size", "8", "--report_freq", "100", "--seed", "2"]
+
+
+def test_train_on_two_processes_splits_the_data_and_syncs_weights(tmp_path, folder):
+    out, probe = tmp_path / "out", tmp_path / "probe"
+    probe.mkdir()
+    torchrun(2, "train.py", *TRAIN, "--dataset", "folder", "--data", folder, "--epochs", "2",
+             "--out_dir", out, probe_dir=probe)
+    ranks = probes(probe)
+    per_epoch = 24 // 2  # 24 training images, 12 per process per epoch
+    for epoch in range(2):
+        halves = [set(r["seen"][epoch * per_epoch:(epoch + 1) * per_epoch]) for r in ranks]
+        assert len(halves[0]) == len(halves[1]) == per_epoch
+        assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(range(24))
+    assert ranks[0]["seen"][:per_epoch] != ranks[0]["seen"][per_epoch:]  # reshuffled every epoch
+    assert_same_state(ranks[0]["state"], ranks[1]["state"])
+    (run,) = out.iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2 and results["epochs"] == 2
+    pooled = [{k: v for k, v in r.items() if k != "wall_time_seconds"}
+              for r in (results, ranks[0]["result"][0], ranks[1]["result"][0])]
+    assert pooled[0] == pooled[1] == pooled[2]  # the same test accuracy, pooled over processes
+
+
+def test_training_resumes_on_another_number_of_processes(tmp_path, folder):
+    out = tmp_path / "out"
+    args = [*TRAIN, "--dataset", "folder", "--data", str(folder), "--epochs", "3"]
+    run = kill_when("train.py", args, out, lambda o: any(o.glob("*/checkpoint.pt")))
+    done = torch.load(run / "checkpoint.pt", weights_only=False)["epoch"]
+    assert done < 2, "the run finished before it could be interrupted"
+    torchrun(2, "train.py", *args, "--resume", run)
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 3 and results["world_size"] == 2
+    assert "random streams seeded afresh" in (run / "log.txt").read_text()
+
+
+def test_batch_must_split_evenly_between_processes(tmp_path, folder):
+    result = torchrun(2, "train.py", *TRAIN, "--dataset", "folder", "--data", folder, "--epochs", "1",
+                      "--batch_size", "7", "--out_dir", tmp_path, check=False)
+    assert result.returncode != 0
+    assert "error: --batch_size 7 is the global batch and must be divisible by the number of processes (2)" \
+        in result.stderr
+
+
+def test_single_process_helpers_are_identities():
+    world = distributed.init()
+    assert (world.rank, world.world_size, world.is_main) == (0, 1, True)
+    t = torch.tensor([1.0, 2.0])
+    assert distributed.all_reduce_mean(t) is t and distributed.gather("x") == ["x"]
+    assert distributed.broadcast({"a": 1}) == {"a": 1}
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap(model, world) is model and distributed.unwrap(model) is model
+
+
+def test_sync_bn_on_cpu_processes_is_refused(monkeypatch, capsys):
+    import train
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*TRAIN, "--dataset", "digits", "--sync_bn"])
+    assert exit_info.value.code == 2
+    assert "--sync_bn needs CUDA" in capsys.readouterr().err
