@@ -1,5 +1,5 @@
-"""Every `python <script>.py ...` command in the README parses with that script's flags, and every
-flag of every script has its own help text."""
+"""Every `python <script>.py ...` (or `torchrun ... <script>.py ...`) command in the README parses
+with that script's flags, and every flag of every script has its own help text."""
 import re
 import shlex
 from pathlib import Path
@@ -20,6 +20,8 @@ def readme_commands():
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    # `torchrun [launcher flags] script.py flags` runs the script with the same flags.
+    lines = [re.sub(r"^torchrun .*?(\S+\.py)", r"python \1", line) for line in lines]
     return [line for line in lines if line.startswith("python ") and line.split()[1] in SCRIPTS]
 
 
@@ -27,6 +29,7 @@ def test_the_readme_has_the_paper_commands():
     commands = readme_commands()
     assert sum(c.startswith("python train_search.py --sal_type task") for c in commands) >= 4
     assert any("--no_restrict --cutout --auxiliary --base_dir" in c for c in commands)
+    assert any("--sync_bn" in c for c in commands)  # the torchrun commands are checked too
 
 
 @pytest.mark.parametrize("command", readme_commands())
