@@ -1,6 +1,7 @@
 """Atomic file writes: a crash mid-write never leaves a truncated file at the final path."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,3 +21,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")

@@ -2,9 +2,7 @@
 learning rates, checkpoints, evaluation and model complexity."""
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import logging
 import math
 import os
@@ -19,40 +17,21 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import cli
 import distributed
-from fileio import atomic_write
+from cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
+from fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
 
 logger = logging.getLogger("fpdarts")
 
 
-class UserError(Exception):
-    """Bad input from the user: reported as one line on stderr with a non-zero exit."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with defaults shown in --help and errors on one line (no usage dump)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(**kwargs)
-
-    def error(self, message: str):
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        sys.exit(2)
-
-
 def run_cli(main, argv: list[str] | None = None):
-    """Call a script's `main`, turning expected user errors into one line on stderr, exit code 2."""
+    """Call a script's `main`: user errors (bad flags, genotypes, missing data sets) become one
+    line on stderr and exit code 2; the torchrun process group is left in every case."""
     from data import DatasetMissing
     from genotypes import GenotypeError
 
-    try:
-        return main(argv)
-    except (UserError, GenotypeError, DatasetMissing) as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
-    finally:
-        distributed.shutdown()
+    return cli.run_cli(main, argv, errors=(GenotypeError, DatasetMissing), cleanup=distributed.shutdown)
 
 
 # ---------------------------------------------------------------- environment
@@ -149,11 +128,6 @@ def setup_logging(run_dir: Path | None, main: bool = True) -> None:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
 class _NoWriter:
