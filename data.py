@@ -157,22 +157,32 @@ def _image_folder(root: str, split: str, transform) -> dset.ImageFolder:
         raise DatasetMissing(f"cannot read images under '{path}': {e}") from None
 
 
-def get_datasets(name: str, root: str, *, cutout: bool = False, cutout_length: int = 16,
-                 image_size: int = 32) -> tuple[Dataset, Dataset, int]:
-    """Return (train set, test set, number of classes) of a data set name in DATASETS."""
+def transforms(name: str, *, cutout: bool = False, cutout_length: int = 16,
+               image_size: int = 32) -> tuple[T.Compose | None, T.Compose | None]:
+    """(training, evaluation) transforms of a data set name (digits are tensors already: None)."""
     if name == "digits":
-        return Digits(train=True), Digits(train=False), NUM_CLASSES[name]
+        return None, None
     if name == "folder":
-        train_tf, test_tf = folder_transforms(image_size, cutout, cutout_length)
-        train = _image_folder(root, "train", train_tf)
-        return train, _image_folder(root, "val", test_tf), len(train.classes)
+        return folder_transforms(image_size, cutout, cutout_length)
     if name == "imagenet":
-        train_tf, test_tf = imagenet_transforms(image_size)
+        return imagenet_transforms(image_size)
+    return cifar_transforms(name, cutout, cutout_length)
+
+
+def get_datasets(name: str, root: str, *, cutout: bool = False, cutout_length: int = 16,
+                 image_size: int = 32, test: bool = True) -> tuple[Dataset, Dataset | None, int]:
+    """Return (train set, test set, number of classes) of a data set name in DATASETS.
+
+    `test=False` never opens the test split (model selection): the test set is then None.
+    """
+    train_tf, test_tf = transforms(name, cutout=cutout, cutout_length=cutout_length, image_size=image_size)
+    if name == "digits":
+        return Digits(train=True), Digits(train=False) if test else None, NUM_CLASSES[name]
+    if name in ("folder", "imagenet"):
         train = _image_folder(root, "train", train_tf)
-        return train, _image_folder(root, "val", test_tf), len(train.classes)
-    train_tf, test_tf = cifar_transforms(name, cutout, cutout_length)
+        return train, _image_folder(root, "val", test_tf) if test else None, len(train.classes)
     train = _torchvision_dataset(name, root, True, train_tf)
-    return train, _torchvision_dataset(name, root, False, test_tf), NUM_CLASSES[name]
+    return train, _torchvision_dataset(name, root, False, test_tf) if test else None, NUM_CLASSES[name]
 
 
 def sample_order(dataset: Dataset) -> list[int]:
@@ -193,15 +203,15 @@ def split_indices(order: int | list[int], portion: float) -> tuple[list[int], li
     return order[:cut], order[cut:]
 
 
-def holdout_split(train_set: Dataset, test_set: Dataset, portion: float) -> tuple[Dataset, Dataset | None]:
-    """Hold out the last `portion` of the training set for validation, seen with the test set's
-    (evaluation) transform; `portion` 0 gives (train_set, None)."""
+def holdout_split(train_set: Dataset, portion: float, eval_transform=None) -> tuple[Dataset, Dataset | None]:
+    """Hold out `portion` of the training set for validation (the last part of `sample_order`),
+    seen with the evaluation transform; `portion` 0 gives (train_set, None)."""
     if portion <= 0:
         return train_set, None
     train_idx, valid_idx = split_indices(sample_order(train_set), 1.0 - portion)
     valid_view = copy.copy(train_set)
     if hasattr(valid_view, "transform"):
-        valid_view.transform = getattr(test_set, "transform", None)
+        valid_view.transform = eval_transform
     return Subset(train_set, train_idx), Subset(valid_view, valid_idx)
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import distributed
 import utils
-from data import holdout_split, make_loader
+from data import holdout_split, make_loader, transforms
 from genotypes import genotype_from_dict, genotype_to_dict
 from visualize import GraphvizMissing, plot_genotype
 
@@ -57,6 +57,7 @@ def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--report_freq", type=int, default=defaults["report_freq"], help="log every N steps")
     g.add_argument("--workers", type=int, default=defaults["workers"], help="data loader worker processes")
     g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
+    g.add_argument("--no_test", action="store_true", help="never open the test split (model selection with --val_portion; results.json then holds validation figures only)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA only): batch statistics over the global batch")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
@@ -146,16 +147,20 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
     return history
 
 
-def summarise(history: list[dict], has_valid: bool) -> dict:
+def summarise(history: list[dict]) -> dict:
     """The figures a paper table needs from `fit`'s per-epoch rows: the final epoch's test
-    accuracy, and the best epoch chosen on the validation split (never on the test set)."""
+    accuracy (the DARTS convention), and the best epoch chosen on the validation split, if any
+    (never on the test set). Without a test set (`--no_test`), the validation figures only."""
     final = history[-1]
-    summary = {"epochs": len(history), "final_test_top1": final["test_top1"],
-               "final_test_top5": final["test_top5"]}
-    if has_valid:
+    summary = {"epochs": len(history)}
+    if "test_top1" in final:
+        summary.update(final_test_top1=final["test_top1"], final_test_top5=final["test_top5"])
+    if "valid_top1" in final:
         best = max(history, key=lambda r: r["valid_top1"])
-        summary.update(best_valid_epoch=best["epoch"], best_valid_top1=best["valid_top1"],
-                       test_top1_at_best_valid_epoch=best["test_top1"])
+        summary.update(final_valid_top1=final["valid_top1"], final_valid_loss=final["valid_loss"],
+                       best_valid_epoch=best["epoch"], best_valid_top1=best["valid_top1"])
+        if "test_top1" in best:
+            summary.update(test_top1_at_best_valid_epoch=best["test_top1"])
     else:
         summary.update(best_test_top1_seen=max(r["test_top1"] for r in history),
                        note="best_test_top1_seen is reported only; nothing is chosen on the test set")
@@ -171,6 +176,8 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error(f"--val_portion must be in [0, 1), got {args.val_portion}")
     if args.mode == "eval" and not args.model_path:
         p.error("--mode eval needs --model_path")
+    if args.no_test and (args.val_portion <= 0 or args.mode == "eval"):
+        p.error("--no_test needs --val_portion > 0 (something to validate on) and --mode train")
     if args.sync_bn and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
 
@@ -261,7 +268,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
     ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
-    train_part, valid_part = holdout_split(train_set, test_set, args.val_portion)
+    _, eval_transform = transforms(getattr(args, "dataset", "imagenet"), image_size=args.image_size)
+    train_part, valid_part = holdout_split(train_set, args.val_portion, eval_transform)
     loader = lambda ds, shuffle: None if ds is None else make_loader(
         ds, batch_size, shuffle=shuffle, seed=args.seed, workers=args.workers,
         pin_memory=device.type == "cuda", rank=world.rank, world_size=world.world_size)
@@ -281,7 +289,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                   loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
                   grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
                   channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra, **done)
-    results = {**summarise(history, valid_part is not None), "params_M": params, "multadds_M": madds,
+    results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": getattr(args, "dataset", "imagenet"), "genotype_source": label,
                "genotype": genotype_to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
@@ -289,8 +297,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "run_dir": str(run_dir)}
     if world.is_main:
         utils.write_json(run_dir / "results.json", results)
-    log.info("final test top1 %.4f top5 %.4f; results in %s", results["final_test_top1"],
-             results["final_test_top5"], run_dir / "results.json")
+    log.info("final %s; results in %s", {k: round(v, 4) for k, v in results.items()
+                                         if k.startswith(("final_", "best_valid_top1"))}, run_dir / "results.json")
     return results
 
 

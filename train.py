@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
-                            image_size=args.image_size)
+                            image_size=args.image_size, test=not args.no_test)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
     return run(args, NetworkCIFAR, datasets, base=args.base_dir, names=args.genotype_names,
                image_size=image_size, criterion=nn.CrossEntropyLoss(),

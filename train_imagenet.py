@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
-    datasets = get_datasets("imagenet", args.data, image_size=args.image_size)
+    datasets = get_datasets("imagenet", args.data, image_size=args.image_size, test=not args.no_test)
     return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
                image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),
                lr_at=lr_function(args), kind="imagenet")

@@ -75,7 +75,7 @@ def test_folder_splits_hold_every_class(tmp_path):
     assert sorted(order) == list(range(40)) and order == sample_order(train)  # fixed permutation
     for part in split_indices(order, 0.5) + split_indices(order[:30], 0.5):
         assert {train.targets[i] for i in part} == {0, 1, 2, 3}
-    _, valid = holdout_split(train, test, 0.5)
+    _, valid = holdout_split(train, 0.5, test.transform)
     assert {train.targets[i] for i in valid.indices} == {0, 1, 2, 3}
     assert sample_order(get_datasets("digits", "unused")[0])[:3] == [0, 1, 2]  # the DARTS order
 
@@ -85,10 +85,10 @@ def test_holdout_split_uses_evaluation_transform(tmp_path):
 
     root = make_image_folder(tmp_path, size=40, classes=2, train=5, val=2)
     train, test, _ = get_datasets("folder", str(root), image_size=32)
-    part, valid = holdout_split(train, test, 0.2)
+    part, valid = holdout_split(train, 0.2, test.transform)
     assert len(part) == 8 and len(valid) == 2
     assert valid.dataset.transform is test.transform and part.dataset.transform is train.transform
-    assert holdout_split(train, test, 0.0) == (train, None)
+    assert holdout_split(train, 0.0, test.transform) == (train, None)
 
 
 def test_cutout_zeroes_a_square():

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train every searched cell from scratch on CIFAR-10 (the DARTS protocol), one run per search:
+# 600 epochs, batch 96, 36 channels, 20 cells, cutout 16, auxiliary head (weight 0.4), drop-path
+# 0.2, SGD 0.025 cosine, weight decay 3e-4. Each training writes <search run>/eval-<save>-<time>-g<epoch>/
+# with results.json (final test top-1, params, mult-adds); then collect the table with
+#   python scripts/collect_results.py ckpt
+#
+#   bash scripts/run_fulltrain.sh                       # every ckpt/search-*/ that finished
+#   RUNS="ckpt/search-s1r-*" NPROC=2 bash scripts/run_fulltrain.sh
+#
+# The larger-space genotypes (3-element genes) are recognised automatically; `--no_restrict` is
+# accepted too, as in the authors' README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-../data}
+RUNS=${RUNS:-"ckpt/search-*"}
+EPOCH=${EPOCH:--1}        # which epoch's genotype: -1 = the final one
+SEED=${SEED:-0}
+NPROC=${NPROC:-1}
+if [ "$NPROC" -gt 1 ]; then
+    launch=(torchrun --standalone --nproc_per_node "$NPROC")
+else
+    launch=(python)
+fi
+[ -n "${DRY_RUN:-}" ] && launch=(echo "${launch[@]}")   # DRY_RUN=1: print the commands only
+
+for run in $RUNS; do
+    [ -f "$run/genotype.json" ] || { echo "skipping $run: the search has not finished" >&2; continue; }
+    "${launch[@]}" train.py --mode train --cutout --auxiliary --base_dir "$run" --genotype_names "$EPOCH" \
+        --data "$DATA" --seed "$SEED" --layers 20 --init_channels 36 --batch_size 96
+done

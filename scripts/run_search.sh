@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The paper's searches on CIFAR-10: FP-DARTS-s1, -s2, -s1r, and s1r on the larger search space,
+# three seeds each (the README's results are means over three searches). Each search writes
+# ckpt/search-<variant>-<time>-task<seed>/ (genotype.json, results.json, ...).
+#
+#   bash scripts/run_search.sh              # all variants, seeds 0 1 2, one after the other
+#   VARIANTS="s1r" SEEDS="0" bash scripts/run_search.sh
+#   NPROC=4 bash scripts/run_search.sh      # each search on 4 GPUs (torchrun; same global batch)
+#
+# Common settings are the authors' defaults (see `python train_search.py --help`):
+#   --epochs 60 --warmup 10      10 epochs of plain first-order DARTS, then a prune event in the
+#                                middle and at the end of every epoch (the last one in epoch 54)
+#   --batch_size 64 --train_portion 0.5
+#                                half of the training set trains the weights, the other half
+#                                alpha and the saliency (global batch, split over NPROC processes)
+#   --init_channels 16 --layers 8, SGD 0.025 -> 0.001 cosine, Adam 3e-4 on alpha
+#   --reg_type norm --reg_alpha 0.1
+#                                the regulariser that pushes the mixing weight of pruned ops to 0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-../data}
+SEEDS=${SEEDS:-"0 1 2"}
+VARIANTS=${VARIANTS:-"s1 s2 s1r s1r_larger"}
+NPROC=${NPROC:-1}
+if [ "$NPROC" -gt 1 ]; then
+    launch=(torchrun --standalone --nproc_per_node "$NPROC")
+else
+    launch=(python)
+fi
+[ -n "${DRY_RUN:-}" ] && launch=(echo "${launch[@]}")   # DRY_RUN=1: print the commands only
+
+for variant in $VARIANTS; do
+    case $variant in
+        # s1: first-order Taylor saliency S = -(dL/dbeta) * beta of the search loss.
+        s1) flags=(--sal_type task) ;;
+        # s2: plus the exact Hessian diagonal term, on about 500 Hessian rows per event.
+        s2) flags=(--sal_type task --sal_second) ;;
+        # s1r: the 5 lowest-saliency candidates are re-checked by removing each one and
+        # measuring the validation loss on iter_compare + 1 = 31 batches.
+        s1r) flags=(--sal_type task --num_compare 5) ;;
+        # larger space: no 2-inputs-per-node rule; 8 ops per cell, anywhere in the cell.
+        s1r_larger) flags=(--sal_type task --num_compare 5 --no_restrict) ;;
+        *) echo "unknown variant '$variant' (s1, s2, s1r, s1r_larger)" >&2; exit 2 ;;
+    esac
+    for seed in $SEEDS; do
+        "${launch[@]}" train_search.py "${flags[@]}" --data "$DATA" --seed "$seed" --task "$seed" --save "$variant"
+    done
+done

@@ -1,0 +1,124 @@
+"""Choose among searched genotypes without the test set: successive halving of short retrains.
+
+The candidates are the genotypes of several search runs (their final epoch, or the epochs given
+by `--genotype_names`). Round k retrains every remaining candidate from scratch with train.py for
+`--budgets[k]` epochs on the training set minus a held-out `--val_portion`, ranks them by the
+final validation accuracy, and keeps the best 1/`--eta` of them (the authors planned
+20 -> 60 -> 600 epochs). The test split is never opened (train.py `--no_test`). The winner is
+printed as the flags that train it on ImageNet and on CIFAR-10, and `selection.json` records
+every round.
+
+    python scripts/select_genotype.py ckpt/search-EXP-* --budgets 20 60 600 \\
+        --train_args "--dataset cifar10 --data ../data --batch_size 96"
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train  # noqa: E402
+import utils  # noqa: E402
+from genotypes import load_from_run  # noqa: E402
+
+log = utils.logger
+# Flags this script sets on every retrain; --train_args may not give them.
+OWN_FLAGS = ("--mode", "--epochs", "--val_portion", "--no_test", "--out_dir", "--base_dir",
+             "--genotype_names", "--arch", "--genotype", "--resume", "--seed")
+RECORDED = ("run", "epoch", "valid_top1", "valid_loss", "retrain_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags."""
+    p = utils.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="search run directories (made by train_search.py)")
+    p.add_argument("--genotype_names", type=int, nargs="+", default=[-1],
+                   help="epochs of each run to consider (negative counts from the last)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[20, 60, 600],
+                   help="retraining epochs of each round")
+    p.add_argument("--eta", type=int, default=3, help="each round keeps the best 1/eta of the candidates")
+    p.add_argument("--keep", type=int, nargs="+", default=None,
+                   help="candidates kept after each round instead of 1/eta (the authors planned 6, then 1)")
+    p.add_argument("--val_portion", type=float, default=0.1,
+                   help="share of the training set held out to rank the candidates on")
+    p.add_argument("--seed", type=int, default=0, help="seed of every retrain")
+    p.add_argument("--out_dir", default="ckpt/selection", help="folder of the retrains and selection.json")
+    p.add_argument("--train_args", default="",
+                   help="more train.py flags, as one string (data set, network size, ...)")
+    return p
+
+
+def candidates(runs: list[str], names: list[int]) -> list[dict]:
+    """One candidate per distinct genotype: {run, epoch, genotype}; repeated genotypes are dropped."""
+    found, seen = [], set()
+    for run in runs:
+        for name in names:
+            genotype, path = load_from_run(run, name)
+            if repr(genotype) not in seen:
+                seen.add(repr(genotype))
+                found.append({"run": str(run), "epoch": int(Path(path).stem), "genotype": genotype._asdict()})
+    return found
+
+
+def retrain(candidate: dict, epochs: int, args: argparse.Namespace, out_dir: Path) -> dict:
+    """Train one candidate for `epochs` with train.py on the held-out split; its results.json."""
+    argv = ["--base_dir", candidate["run"], "--genotype_names", str(candidate["epoch"]),
+            "--epochs", str(epochs), "--val_portion", str(args.val_portion), "--no_test",
+            "--seed", str(args.seed), "--out_dir", str(out_dir), *shlex.split(args.train_args)]
+    (results,) = train.main(argv)
+    return results
+
+
+def successive_halving(pool: list[dict], args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """Run the rounds; return the winner and one record per round."""
+    rounds = []
+    for k, budget in enumerate(args.budgets):
+        for c in pool:
+            results = retrain(c, budget, args, Path(args.out_dir) / f"round{k}-{budget}ep")
+            c["valid_top1"], c["valid_loss"] = results["final_valid_top1"], results["final_valid_loss"]
+            c["retrain_dir"] = results["run_dir"]
+        pool = sorted(pool, key=lambda c: (-c["valid_top1"], c["valid_loss"]))  # stable: ties keep order
+        rounds.append({"epochs": budget, "ranking": [{key: c[key] for key in RECORDED} for c in pool]})
+        utils.setup_logging(None)  # train.main logged to its run directory
+        log.info("round %d (%d epochs): %s", k, budget,
+                 ", ".join(f"{Path(c['run']).name}@{c['epoch']}: {c['valid_top1']:.2f}%" for c in pool))
+        keep = args.keep[k] if args.keep and k < len(args.keep) else math.ceil(len(pool) / args.eta)
+        pool = pool[:max(1, keep)]
+        if len(pool) == 1:
+            break
+    return pool[0], rounds
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Select a genotype; print and return {run, epoch, genotype, rounds, ...}."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.val_portion < 1:
+        parser.error(f"--val_portion must be in (0, 1), got {args.val_portion}")
+    if args.eta < 2 or min(args.budgets) < 1:
+        parser.error("--eta must be at least 2 and every budget at least 1 epoch")
+    clash = [f for f in OWN_FLAGS if f in shlex.split(args.train_args)]
+    if clash:
+        parser.error(f"--train_args may not set {' '.join(clash)}: select_genotype.py sets them")
+    utils.setup_logging(None)
+    pool = candidates(args.runs, args.genotype_names)
+    log.info("%d candidate genotypes from %d runs", len(pool), len(args.runs))
+    best, rounds = successive_halving(pool, args)
+    selection = {"run": best["run"], "epoch": best["epoch"], "genotype": best["genotype"],
+                 "valid_top1": best["valid_top1"], "val_portion": args.val_portion, "rounds": rounds,
+                 "train_imagenet": f"--base_path {best['run']} --genotype_name {best['epoch']}",
+                 "train": f"--base_dir {best['run']} --genotype_names {best['epoch']}"}
+    utils.write_json(Path(args.out_dir) / "selection.json", selection)
+    log.info("selected %s, epoch %d (validation top-1 %.2f%%); written to %s", best["run"], best["epoch"],
+             best["valid_top1"], Path(args.out_dir) / "selection.json")
+    print(f"python train_imagenet.py --mode train --auxiliary {selection['train_imagenet']}")
+    print(f"python train.py --mode train --cutout --auxiliary {selection['train']}")
+    return selection
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)
