@@ -17,13 +17,7 @@ DATA=${DATA:-../data}
 RUNS=${RUNS:-"ckpt/search-*"}
 EPOCH=${EPOCH:--1}        # which epoch's genotype: -1 = the final one
 SEED=${SEED:-0}
-NPROC=${NPROC:-1}
-if [ "$NPROC" -gt 1 ]; then
-    launch=(torchrun --standalone --nproc_per_node "$NPROC")
-else
-    launch=(python)
-fi
-[ -n "${DRY_RUN:-}" ] && launch=(echo "${launch[@]}")   # DRY_RUN=1: print the commands only
+source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
 
 for run in $RUNS; do
     [ -f "$run/genotype.json" ] || { echo "skipping $run: the search has not finished" >&2; continue; }

@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 IMAGENET=${IMAGENET:-../data/imagenet}
 CIFAR=${CIFAR:-../data}
 NPROC=${NPROC:-8}
+source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
 BATCH=${BATCH:-768}
 run=()
 [ -n "${DRY_RUN:-}" ] && run=(echo)   # DRY_RUN=1: print the commands only
@@ -34,6 +35,6 @@ if [ -z "${BASE_PATH:-}" ]; then
     fi
 fi
 
-"${run[@]}" torchrun --standalone --nproc_per_node "$NPROC" train_imagenet.py --mode train --auxiliary \
+"${launch[@]}" train_imagenet.py --mode train --auxiliary \
     --base_path "$BASE_PATH" --genotype_name "${GENOTYPE_NAME:--1}" --data "$IMAGENET" \
     --batch_size "$BATCH" --sync_bn

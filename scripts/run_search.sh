@@ -22,13 +22,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../data}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"s1 s2 s1r s1r_larger"}
-NPROC=${NPROC:-1}
-if [ "$NPROC" -gt 1 ]; then
-    launch=(torchrun --standalone --nproc_per_node "$NPROC")
-else
-    launch=(python)
-fi
-[ -n "${DRY_RUN:-}" ] && launch=(echo "${launch[@]}")   # DRY_RUN=1: print the commands only
+source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
 
 for variant in $VARIANTS; do
     case $variant in
