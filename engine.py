@@ -182,6 +182,13 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
 
 
+def check_auxiliary(args, image_size: int, expected: int) -> None:
+    """The DARTS auxiliary heads are built for one input size (32 px on CIFAR, 224 on ImageNet)."""
+    if args.auxiliary and args.mode == "train" and image_size != expected:
+        raise utils.UserError(f"the auxiliary head needs {expected}x{expected} images, these are "
+                              f"{image_size}x{image_size}: give --no_auxiliary (or --image_size {expected})")
+
+
 def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: distributed.World) -> dict:
     """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy
     (each process evaluates its share of the test set under torchrun)."""

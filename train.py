@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import utils
 from data import DATASETS, get_datasets
-from engine import add_common_args, add_genotype_args, check_common_args, run
+from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
 from model import NetworkCIFAR
 
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
                             image_size=args.image_size, test=not args.no_test)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
+    check_auxiliary(args, image_size, 32)
     return run(args, NetworkCIFAR, datasets, base=args.base_dir, names=args.genotype_names,
                image_size=image_size, criterion=nn.CrossEntropyLoss(),
                lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate), kind="eval")

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import utils
 from data import get_datasets
-from engine import add_common_args, add_genotype_args, check_common_args, run
+from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
 from model import NetworkImageNet
 
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
+    check_auxiliary(args, args.image_size, 224)
     datasets = get_datasets("imagenet", args.data, image_size=args.image_size, test=not args.no_test)
     return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
                image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),

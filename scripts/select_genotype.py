@@ -28,8 +28,8 @@ from genotypes import load_from_run  # noqa: E402
 log = utils.logger
 # Flags this script sets on every retrain; --train_args may not give them.
 OWN_FLAGS = ("--mode", "--epochs", "--val_portion", "--no_test", "--out_dir", "--base_dir",
-             "--genotype_names", "--arch", "--genotype", "--resume", "--seed")
-RECORDED = ("run", "epoch", "valid_top1", "valid_loss", "retrain_dir")
+             "--genotype_names", "--arch", "--genotype", "--resume", "--seed", "--save")
+RECORDED = ("name", "run", "epoch", "valid_top1", "valid_loss", "retrain_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,20 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def candidates(runs: list[str], names: list[int]) -> list[dict]:
-    """One candidate per distinct genotype: {run, epoch, genotype}; repeated genotypes are dropped."""
+    """One candidate per distinct genotype: {name, run, epoch, genotype}; repeats are dropped."""
     found, seen = [], set()
     for run in runs:
         for name in names:
             genotype, path = load_from_run(run, name)
             if repr(genotype) not in seen:
                 seen.add(repr(genotype))
-                found.append({"run": str(run), "epoch": int(Path(path).stem), "genotype": genotype._asdict()})
+                found.append({"name": f"c{len(found)}", "run": str(run), "epoch": int(Path(path).stem),
+                              "genotype": genotype._asdict()})
     return found
 
 
 def retrain(candidate: dict, epochs: int, args: argparse.Namespace, out_dir: Path) -> dict:
     """Train one candidate for `epochs` with train.py on the held-out split; its results.json."""
-    argv = ["--base_dir", candidate["run"], "--genotype_names", str(candidate["epoch"]),
+    argv = ["--save", candidate["name"], "--base_dir", candidate["run"],
+            "--genotype_names", str(candidate["epoch"]),
             "--epochs", str(epochs), "--val_portion", str(args.val_portion), "--no_test",
             "--seed", str(args.seed), "--out_dir", str(out_dir), *shlex.split(args.train_args)]
     (results,) = train.main(argv)

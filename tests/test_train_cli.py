@@ -109,3 +109,9 @@ def test_missing_imagenet_folder_is_one_line(tmp_path):
     result = run_cli("train_imagenet.py", "--arch", "DARTS_V2", "--data", tmp_path, check=False)
     assert result.returncode == 2 and "train/ and val/" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_auxiliary_head_on_the_wrong_image_size_is_one_line(tmp_path):
+    with pytest.raises(utils.UserError, match=r"head needs 32x32 images, these are 8x8: give --no_aux"):
+        train.main(["--arch", "DARTS_V2", "--dataset", "digits", "--out_dir", str(tmp_path), *TINY])
+    assert not any(tmp_path.iterdir())  # refused before anything was written
