@@ -4,7 +4,8 @@
 #
 #   bash scripts/quickstart.sh            # installs what is missing, then searches, trains, tests
 #
-# 1. installs requirements.txt unless everything is importable already (a second run skips it);
+# 1. installs requirements.txt unless everything is importable already (a second run skips it),
+#    and Graphviz with apt-get when `dot` is missing;
 # 2. searches a cell with FP-DARTS-s1: first-order DARTS on a small supernet (cells of 3 nodes,
 #    9 edges), then prunes the weakest op of the normal and of the reduce cell by search-loss
 #    saliency at every prune event, down to the DARTS cell (2 inputs per node);
@@ -17,11 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-quickstart}
-SEARCH_EPOCHS=${SEARCH_EPOCHS:-12}   # 2 warm-up epochs, then pruning until the cell is final
+SUBSET=${SUBSET:-600}                # training images the search uses: 300 weights, 300 architecture
+STEPS=${STEPS:-3}                    # nodes per cell: 9 edges, 63 candidate ops, 6 kept
+SEARCH_EPOCHS=${SEARCH_EPOCHS:-16}   # 2 warm-up epochs, then 57 prune events (63 -> 6 ops per cell)
 WARMUP=${WARMUP:-2}
-PRUNE_INTERVAL=${PRUNE_INTERVAL:-5}  # weight steps between prune events (the paper: half an epoch)
-SUBSET=${SUBSET:-1437}               # training images used by the search (all of them)
-TRAIN_EPOCHS=${TRAIN_EPOCHS:-30}
+PRUNE_INTERVAL=${PRUNE_INTERVAL:-1}  # weight steps between prune events (the paper: half an epoch)
+BATCH=${BATCH:-64}
+TRAIN_EPOCHS=${TRAIN_EPOCHS:-20}     # training from scratch, on all 1,437 training images
 SEED=${SEED:-0}
 
 if python -c "import torch, torchvision, sklearn, tensorboard, graphviz" 2>/dev/null; then
@@ -30,21 +33,20 @@ else
     echo "== installing requirements.txt"
     python -m pip install --quiet -r requirements.txt
 fi
-command -v dot >/dev/null || echo "note: Graphviz's 'dot' is missing, so the cells will not be drawn" \
-    "(apt-get install graphviz / brew install graphviz)"
+bash scripts/install_graphviz.sh   # the drawings of the cells; skipped when present
 
 mkdir -p "$OUT"
 start=$(date +%s)
 echo "== 1/2 search (FP-DARTS-s1 on digits)"
-python train_search.py --dataset digits --subset "$SUBSET" --batch_size 64 --init_channels 8 --layers 3 \
-    --steps 3 --epochs "$SEARCH_EPOCHS" --warmup "$WARMUP" --prune_interval "$PRUNE_INTERVAL" \
+python train_search.py --dataset digits --subset "$SUBSET" --batch_size "$BATCH" --init_channels 8 --layers 3 \
+    --steps "$STEPS" --epochs "$SEARCH_EPOCHS" --warmup "$WARMUP" --prune_interval "$PRUNE_INTERVAL" \
     --report_freq 1000 --seed "$SEED" --save quickstart --out_dir "$OUT" > "$OUT/search.out"
 search=$(ls -td "$OUT"/search-quickstart-* | head -1)
 tail -n 2 "$OUT/search.out"
 
 echo "== 2/2 train the found cell from scratch"
 python train.py --base_dir "$search" --dataset digits --no_auxiliary --no_cutout --epochs "$TRAIN_EPOCHS" \
-    --batch_size 64 --learning_rate 0.05 --init_channels 16 --layers 4 --drop_path_prob 0.1 \
+    --batch_size "$BATCH" --learning_rate 0.05 --init_channels 16 --layers 4 --drop_path_prob 0.1 \
     --report_freq 1000 --seed "$SEED" > "$OUT/train.out"
 evaluation=$(ls -td "$search"/eval-* | head -1)
 

@@ -6,12 +6,6 @@ cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
-if ! command -v dot >/dev/null 2>&1; then
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd="sudo"
-    $sudo_cmd apt-get install -y -qq graphviz >/dev/null 2>&1 \
-        || { $sudo_cmd apt-get update -qq >/dev/null && $sudo_cmd apt-get install -y -qq graphviz >/dev/null; } \
-        || echo "warning: could not install graphviz; drawing tests will be skipped" >&2
-fi
+bash scripts/install_graphviz.sh
 
 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=2 python -m pytest -q "$@"

@@ -1,5 +1,6 @@
 """Every `python <script>.py ...` (or `torchrun ... <script>.py ...`) command in the README parses
 with that script's flags, and every flag of every script has its own help text."""
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -12,8 +13,20 @@ import train_search
 import visualize
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """A script of scripts/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 SCRIPTS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet,
-           "visualize.py": visualize}
+           "visualize.py": visualize,
+           **{f"scripts/{n}.py": load_script(f"scripts/{n}.py")
+              for n in ("select_genotype", "collect_results", "make_imagenet_subset")}}
 
 
 def readme_commands():
@@ -23,6 +36,15 @@ def readme_commands():
     # `torchrun [launcher flags] script.py flags` runs the script with the same flags.
     lines = [re.sub(r"^torchrun .*?(\S+\.py)", r"python \1", line) for line in lines]
     return [line for line in lines if line.startswith("python ") and line.split()[1] in SCRIPTS]
+
+
+def test_the_readme_names_only_scripts_that_exist():
+    text = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"scripts/[\w.]+\.(?:sh|py)", text))
+    assert {"scripts/quickstart.sh", "scripts/run_search.sh", "scripts/select_genotype.py"} <= named
+    assert all((ROOT / name).is_file() for name in named), named
+    first_command = re.search(r"```bash\n(.*?)\n", text).group(1)
+    assert first_command == "bash scripts/quickstart.sh"
 
 
 def test_the_readme_has_the_paper_commands():
