@@ -208,7 +208,7 @@ def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
     """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
     run.train_queue.sampler.set_epoch(epoch)
     run.batches = iter(run.train_queue)
-    for _ in range(skip):
+    for _ in range(min(skip, len(run.train_queue))):  # fewer batches when resumed on more processes
         next(run.batches)
 
 

@@ -135,3 +135,21 @@ def test_sync_bn_on_cpu_processes_is_refused(monkeypatch, capsys):
         train.main([*TRAIN, "--dataset", "digits", "--sync_bn"])
     assert exit_info.value.code == 2
     assert "--sync_bn needs CUDA" in capsys.readouterr().err
+
+
+def test_search_resumes_on_another_number_of_processes(tmp_path):
+    out = tmp_path / "out"
+    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "6",
+            *TINY_SEARCH[TINY_SEARCH.index("--epochs") + 2:]]
+    events = lambda o: sum(p.read_text().count("\n") for p in o.glob("*/prune_events.jsonl"))  # noqa: E731
+    run = kill_when("train_search.py", args, out, lambda o: events(o) >= 6)
+    before = (run / "prune_events.jsonl").read_text().splitlines()
+    torchrun(2, "train_search.py", *args, "--resume", run)
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2
+    lines = (run / "prune_events.jsonl").read_text().splitlines()
+    cut = torch.load(run / "checkpoint.pt", weights_only=False)  # the final checkpoint
+    assert cut["epoch"] == 5 and lines[:len(before) - 2] == before[:len(before) - 2]  # history kept
+    keys = [(e["epoch"], e["step"], e["cell"]) for e in map(json.loads, lines)]
+    assert len(keys) == len(set(keys)) > len(before)
+    assert "random streams seeded afresh" in (run / "log.txt").read_text()
