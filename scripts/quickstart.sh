@@ -23,7 +23,7 @@ STEPS=${STEPS:-3}                    # nodes per cell: 9 edges, 63 candidate ops
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-16}   # 2 warm-up epochs, then 57 prune events (63 -> 6 ops per cell)
 WARMUP=${WARMUP:-2}
 PRUNE_INTERVAL=${PRUNE_INTERVAL:-1}  # weight steps between prune events (the paper: half an epoch)
-BATCH=${BATCH:-64}
+BATCH=${BATCH:-64}                   # search batch (training from scratch uses 64)
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-20}     # training from scratch, on all 1,437 training images
 SEED=${SEED:-0}
 
@@ -46,7 +46,7 @@ tail -n 2 "$OUT/search.out"
 
 echo "== 2/2 train the found cell from scratch"
 python train.py --base_dir "$search" --dataset digits --no_auxiliary --no_cutout --epochs "$TRAIN_EPOCHS" \
-    --batch_size "$BATCH" --learning_rate 0.05 --init_channels 16 --layers 4 --drop_path_prob 0.1 \
+    --batch_size 64 --learning_rate 0.05 --init_channels 16 --layers 4 --drop_path_prob 0.1 \
     --report_freq 1000 --seed "$SEED" > "$OUT/train.out"
 evaluation=$(ls -td "$search"/eval-* | head -1)
 

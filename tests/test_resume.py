@@ -82,7 +82,7 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
 def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
     from conftest import TINY_SEARCH
 
-    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "12",
+    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "9",
             *TINY_SEARCH[TINY_SEARCH.index("--warmup"):]]
     run_cli("train_search.py", *args, "--out_dir", tmp_path / "ref")
     ref = only_run(tmp_path / "ref")
@@ -91,14 +91,14 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
     run_cli("train_search.py", *args, "--resume", cut)
     for name in ("genotype.json", "prune_events.jsonl", "results_of_7q/results.csv"):
         assert (ref / name).read_text() == (cut / name).read_text(), name
-    for epoch in range(12):
+    for epoch in range(9):
         for kind in ("genotype", "alpha"):
             rel = f"results_of_7q/{kind}/{epoch}.txt"
             assert (ref / rel).read_text() == (cut / rel).read_text(), rel
     log = (cut / "log.txt").read_text()
-    assert "resuming" in log and log.count("epoch 11 lr") == 1
+    assert "resuming" in log and log.count("epoch 8 lr") == 1
     again = run_cli("train_search.py", *args, "--resume", cut, check=False)
-    assert again.returncode == 2 and "already finished its 12 epochs" in again.stderr
+    assert again.returncode == 2 and "already finished its 9 epochs" in again.stderr
 
 
 def test_deterministic_switch():

@@ -49,12 +49,11 @@ def check_run_dir(run_dir, epochs=18):
     return genotype, events
 
 
-def test_s1_reaches_the_darts_cell_and_is_reproducible(tmp_path):
-    genotype, events = check_run_dir(search(tmp_path / "a"))
+def test_s1_reaches_the_darts_cell(tmp_path):
+    # Same seed, same search: test_resume.py compares whole uninterrupted and resumed searches.
+    genotype, events = check_run_dir(search(tmp_path))
     assert is_restricted(genotype) and len(genotype.normal) == len(genotype.reduce) == 4
     assert all(e["loss"] is None and len(e["candidates"]) == 1 for e in events)
-    again, _ = check_run_dir(search(tmp_path / "b"))
-    assert again == genotype
 
 
 def test_s2(tmp_path):
