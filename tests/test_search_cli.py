@@ -56,10 +56,19 @@ def test_s1_reaches_the_darts_cell(tmp_path):
     assert all(e["loss"] is None and len(e["candidates"]) == 1 for e in events)
 
 
-def test_s2(tmp_path):
-    run_dir = search(tmp_path, "--sal_second", "--sal_second_budget", "1", "--hessian_chunk", "80")
-    genotype, _ = check_run_dir(run_dir)
-    assert is_restricted(genotype)
+def test_s2_prunes_with_the_hessian_term(tmp_path):
+    # s2 differs from s1 only in its saliency (test_saliency.py proves the Hessian diagonal), and
+    # its Hessian passes make it the slowest variant here: 3 epochs, 4 events, not to the end.
+    run_dir = search(tmp_path, "--sal_second", "--sal_second_budget", "1", "--hessian_chunk", "80",
+                     "--epochs", "3")
+    events = [json.loads(line) for line in (run_dir / "prune_events.jsonl").read_text().splitlines()]
+    assert len(events) == 2 * 2 * 2 and all(torch.isfinite(torch.tensor(e["saliency"])) for e in events)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["variant"] == "FP-DARTS-s2" and results["live_ops"] == [35 - 4, 35 - 4]
+    sal = json.loads((run_dir / "results_of_7q" / "sal" / "2.txt").read_text())
+    assert len(sal["normal"]) == 5 and sum(v != 0 for row in sal["normal"] for v in row) == 35 - 3  # live
+    genotype = load_genotype(run_dir / "genotype.json")
+    assert is_restricted(genotype) and NetworkCIFAR(4, 10, 3, False, genotype).eval()(torch.randn(2, 3, 8, 8))
 
 
 def test_s1r_compares_candidates(tmp_path):
