@@ -62,7 +62,9 @@ def set_determinism(deterministic: bool) -> None:
     runs, GPU runs as deterministic as PyTorch allows); otherwise let cuDNN pick fast kernels."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # (only when needed: the call imports torch's compiler stack, 2-3 s at start-up)
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
 

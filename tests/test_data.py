@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision.datasets as dset
 
+import data
 from data import Cutout, DatasetMissing, get_datasets, holdout_split, sample_order, split_indices
 
 
@@ -55,6 +56,10 @@ def test_digits_split_is_fixed_and_disjoint():
     train, test, classes = get_datasets("digits", "unused")
     assert (len(train), len(test), classes) == (1437, 360, 10)
     assert train[0][0].shape == (3, 8, 8)
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    images, labels = data.load_digits()  # read without importing scikit-learn
+    assert np.array_equal(images, sklearn_digits().images) and np.array_equal(labels, sklearn_digits().target)
     again, _, _ = get_datasets("digits", "unused")
     assert torch.equal(again.images, train.images)
 

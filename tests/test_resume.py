@@ -38,9 +38,9 @@ def kill_when(script, args, out_dir, ready):
 
 
 def mid_pruning(out_dir):
-    """21 prune-event lines written: mid-epoch, mid-pruning."""
+    """13 prune-event lines written: mid-epoch, mid-pruning."""
     events = list(out_dir.glob("search-*/prune_events.jsonl"))
-    return bool(events) and events[0].read_text().count("\n") >= 21
+    return bool(events) and events[0].read_text().count("\n") >= 13
 
 
 def test_resume_after_sigkill_is_exact(tmp_path):
@@ -60,20 +60,27 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert log.count("epoch 1 lr") == 1 and log.count("epoch 2 lr") == 1 and "resuming" in log
 
 
-def test_truncated_checkpoint_is_refused_in_one_line(tmp_path, capsys):
-    run_cli("train.py", *ARGS[:4], "--epochs", "1", *ARGS[6:], "--out_dir", tmp_path)
-    ckpt = only_run(tmp_path) / "checkpoint.pt"
-    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished 1-epoch training run (the refusal tests resume it with other flags)."""
+    out = tmp_path_factory.mktemp("one_epoch")
+    run_cli("train.py", *ARGS[:4], "--epochs", "1", *ARGS[6:], "--out_dir", out)
+    return only_run(out)
+
+
+def test_truncated_checkpoint_is_refused_in_one_line(one_epoch_run, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint.pt"
+    data = (one_epoch_run / "checkpoint.pt").read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
     with pytest.raises(SystemExit) as info:
-        utils.run_cli(train.main, ["--resume", str(ckpt.parent), *ARGS])
+        utils.run_cli(train.main, ["--resume", str(ckpt), *ARGS])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "corrupt or truncated checkpoint" in err and err.count("\n") == 1
 
 
-def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
-    run_cli("train.py", *ARGS[:4], "--epochs", "1", *ARGS[6:], "--out_dir", tmp_path)
+def test_checkpoint_from_another_configuration_is_refused(one_epoch_run, capsys):
     with pytest.raises(SystemExit) as info:
-        utils.run_cli(train.main, ["--resume", str(only_run(tmp_path)), *ARGS])  # 3 epochs, not 1
+        utils.run_cli(train.main, ["--resume", str(one_epoch_run), *ARGS])  # 3 epochs, not 1
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "checkpoint from a different configuration (--epochs 1 there, 3 now)" in err
@@ -82,7 +89,7 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path, capsys):
 def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
     from conftest import TINY_SEARCH
 
-    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "9",
+    args = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "7",
             *TINY_SEARCH[TINY_SEARCH.index("--warmup"):]]
     run_cli("train_search.py", *args, "--out_dir", tmp_path / "ref")
     ref = only_run(tmp_path / "ref")
@@ -91,14 +98,14 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
     run_cli("train_search.py", *args, "--resume", cut)
     for name in ("genotype.json", "prune_events.jsonl", "results_of_7q/results.csv"):
         assert (ref / name).read_text() == (cut / name).read_text(), name
-    for epoch in range(9):
+    for epoch in range(7):
         for kind in ("genotype", "alpha"):
             rel = f"results_of_7q/{kind}/{epoch}.txt"
             assert (ref / rel).read_text() == (cut / rel).read_text(), rel
     log = (cut / "log.txt").read_text()
-    assert "resuming" in log and log.count("epoch 8 lr") == 1
+    assert "resuming" in log and log.count("epoch 6 lr") == 1
     again = run_cli("train_search.py", *args, "--resume", cut, check=False)
-    assert again.returncode == 2 and "already finished its 9 epochs" in again.stderr
+    assert again.returncode == 2 and "already finished its 7 epochs" in again.stderr
 
 
 def test_deterministic_switch():

@@ -72,12 +72,14 @@ def test_s2_prunes_with_the_hessian_term(tmp_path):
 
 
 def test_s1r_compares_candidates(tmp_path):
-    genotype, events = check_run_dir(
-        search(tmp_path, "--num_compare", "3", "--iter_compare", "1", "--fixed_compare_batches",
-               "--deterministic"))
-    assert is_restricted(genotype)
-    busy = [e for e in events if len(e["candidates"]) == 3]
-    assert busy and all(e["loss"] == min(c["loss"] for c in e["candidates"]) for e in busy)
+    # The comparison is what s1r adds to s1 (pruning to the end is proven above): 6 events.
+    run_dir = search(tmp_path, "--num_compare", "3", "--iter_compare", "1", "--fixed_compare_batches",
+                     "--deterministic", "--epochs", "4")
+    events = [json.loads(line) for line in (run_dir / "prune_events.jsonl").read_text().splitlines()]
+    assert len(events) == 2 * 2 * 3 and all(len(e["candidates"]) == 3 for e in events)
+    assert all(e["loss"] == min(c["loss"] for c in e["candidates"]) for e in events)
+    assert json.loads((run_dir / "results.json").read_text())["variant"] == "FP-DARTS-s1r"
+    assert is_restricted(load_genotype(run_dir / "genotype.json"))
 
 
 def test_no_restrict_larger_space(tmp_path):
