@@ -34,11 +34,15 @@ class World:
         return self.world_size > 1
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
 def init(gpu: int = 0) -> World:
     """Join the process group when launched by torchrun (else a world of one) and pick the device:
     the GPU of the local rank (or `--gpu` for a single process) when CUDA is present, else the CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size == 1:
+    if launched_processes() == 1:
         device = torch.device("cuda", gpu) if torch.cuda.is_available() else torch.device("cpu")
         return World(device=device)
     local_rank = int(os.environ["LOCAL_RANK"])

@@ -3,7 +3,6 @@ drop-path ramp, evaluation, checkpoints, results.json, and `--mode eval`."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -94,7 +93,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
         top5_m.update(acc5, y.size(0))
         if step % report_freq == 0:
             log.info("train %03d %e %f %f", step, loss_m.avg, top1_m.avg, top5_m.avg)
-    return {name: meter.all_reduce().avg for name, meter in (("loss", loss_m), ("top1", top1_m), ("top5", top5_m))}
+    return utils.pooled_averages({"loss": loss_m, "top1": top1_m, "top5": top5_m})
 
 
 def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distributed.World, *,
@@ -178,7 +177,7 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error("--mode eval needs --model_path")
     if args.no_test and (args.val_portion <= 0 or args.mode == "eval"):
         p.error("--no_test needs --val_portion > 0 (something to validate on) and --mode train")
-    if args.sync_bn and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if args.sync_bn and not torch.cuda.is_available() and distributed.launched_processes() > 1:
         p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
 
 
@@ -275,7 +274,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
     ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
-    _, eval_transform = transforms(getattr(args, "dataset", "imagenet"), image_size=args.image_size)
+    dataset = getattr(args, "dataset", "imagenet")  # train_imagenet.py has no --dataset
+    _, eval_transform = transforms(dataset, image_size=args.image_size)
     train_part, valid_part = holdout_split(train_set, args.val_portion, eval_transform)
     loader = lambda ds, shuffle: None if ds is None else make_loader(
         ds, batch_size, shuffle=shuffle, seed=args.seed, workers=args.workers,
@@ -297,7 +297,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                   grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
                   channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
-               "dataset": getattr(args, "dataset", "imagenet"), "genotype_source": label,
+               "dataset": dataset, "genotype_source": label,
                "genotype": genotype_to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
                "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),

@@ -3,7 +3,6 @@ gradient saliency, twice per epoch after a warm-up, until the final cell remains
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -200,8 +199,7 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
         if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished():
             prune_event(run, epoch, step)
             save_state(run, epoch, step, meters, rows)
-    # Pooled over processes for the log; the meters themselves stay this process's (checkpoint).
-    return {"loss": copy.copy(loss_m).all_reduce().avg, "top1": copy.copy(top1_m).all_reduce().avg}
+    return utils.pooled_averages({"loss": loss_m, "top1": top1_m})
 
 
 def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:

@@ -167,11 +167,13 @@ class AverageMeter:
     def avg(self) -> float:
         return self.sum / max(self.count, 1)
 
-    def all_reduce(self) -> AverageMeter:
-        """Pool the sums and counts of every process (torchrun); returns self."""
-        total = distributed.all_reduce_sum(torch.tensor([self.sum, float(self.count)], dtype=torch.float64))
-        self.sum, self.count = total[0].item(), int(total[1].item())
-        return self
+
+def pooled_averages(meters: dict[str, AverageMeter]) -> dict[str, float]:
+    """{name: average} of `meters` over every process (torchrun), in one all-reduce; the meters
+    themselves are left as they are (this process's, as checkpoints hold them)."""
+    totals = torch.tensor([[m.sum, float(m.count)] for m in meters.values()], dtype=torch.float64)
+    distributed.all_reduce_sum(totals)
+    return {name: (s / c.clamp(min=1)).item() for name, (s, c) in zip(meters, totals)}
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
@@ -199,7 +201,7 @@ def evaluate(model: nn.Module, loader, criterion, device: torch.device,
         loss.update(criterion(logits, y).item(), n)
         top1.update(acc1, n)
         top5.update(acc5, n)
-    return {name: meter.all_reduce().avg for name, meter in (("loss", loss), ("top1", top1), ("top5", top5))}
+    return pooled_averages({"loss": loss, "top1": top1, "top5": top5})
 
 
 class Stream:
