@@ -8,22 +8,22 @@ from torch import Tensor
 from torch.func import functional_call
 
 import distributed
-from model_search import Network
+from model_search import Supernet
 
 REG_TYPES = ("norm", "gini")
 
 
-def pruned_op_regularizer(betas: Tensor, masks: tuple[Tensor, Tensor], reg_type: str) -> Tensor:
-    """R(beta, mask) summed over both cells, with t = beta * (1 - mask) (the pruned ops' mass):
+def pruned_op_regularizer(betas: Tensor, masks: tuple[Tensor, ...], reg_type: str) -> Tensor:
+    """R(beta, mask) summed over all cell types, with t = beta * (1 - mask) (the pruned ops' mass):
     `norm` = ||t||^2, `gini` = sum t (1 - t)."""
-    t = betas * (~torch.stack(masks)).to(betas.dtype)  # (2, 14, n_ops)
+    t = betas * (~torch.stack(masks)).to(betas.dtype)  # (cell types, edges, n_ops)
     return (t * t).sum() if reg_type == "norm" else (t * (1 - t)).sum()
 
 
 class Architect:
     """Updates `model`'s alphas on validation batches (Adam, lr 3e-4, betas (0.5, 0.999))."""
 
-    def __init__(self, model: Network, *, lr: float = 3e-4, weight_decay: float = 1e-3,
+    def __init__(self, model: Supernet, *, lr: float = 3e-4, weight_decay: float = 1e-3,
                  reg_type: str = "norm", reg_alpha: float = 0.1, unrolled: bool = False,
                  network_momentum: float = 0.9, network_weight_decay: float = 3e-4):
         self.model = model

@@ -1,8 +1,10 @@
-"""Data sets, transforms and loaders: CIFAR-10/100, SVHN, ImageNet, any ImageFolder, digits."""
+"""Data sets, transforms and loaders: CIFAR-10/100, SVHN, ImageNet16-120, ImageNet, any ImageFolder,
+digits."""
 from __future__ import annotations
 
 import copy
 import importlib.util
+import pickle
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +26,11 @@ CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762),
              "svhn": (0.1980, 0.2010, 0.1970)}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DATASETS = ("cifar10", "cifar100", "svhn", "folder", "digits")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "digits": 10}
+# NAS-Bench-201's normalisation of ImageNet16-120.
+IMAGENET16_MEAN = tuple(x / 255 for x in (122.68, 116.66, 104.01))
+IMAGENET16_STD = tuple(x / 255 for x in (63.22, 61.26, 65.09))
+DATASETS = ("cifar10", "cifar100", "svhn", "imagenet16", "folder", "digits")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet16": 120, "digits": 10}
 WHERE = {
     "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
                "extracted so that {root}/cifar-10-batches-py/ exists",
@@ -33,6 +38,9 @@ WHERE = {
                 "extracted so that {root}/cifar-100-python/ exists",
     "svhn": "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
             "into {root}/",
+    "imagenet16": "the 16x16 downsampled ImageNet pickles (Imagenet16_train.zip and Imagenet16_val.zip "
+                  "from https://image-net.org/download-images: train_data_batch_1 ... train_data_batch_10 "
+                  "and val_data) directly into {root}/",
 }
 
 
@@ -92,6 +100,57 @@ def imagenet_transforms(image_size: int = 224) -> tuple[T.Compose, T.Compose]:
     test = T.Compose([T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size),
                       T.ToTensor(), normalize])
     return train, test
+
+
+def imagenet16_transforms(cutout: bool, cutout_length: int) -> tuple[T.Compose, T.Compose]:
+    """NAS-Bench-201's ImageNet16-120 transforms: flip + random crop 16 (pad 2) (+ cutout) for
+    training."""
+    import torchvision.transforms as T
+
+    normalize = T.Normalize(IMAGENET16_MEAN, IMAGENET16_STD)
+    train = [T.RandomHorizontalFlip(), T.RandomCrop(16, padding=2), T.ToTensor(), normalize]
+    train += [Cutout(cutout_length)] if cutout else []
+    return T.Compose(train), T.Compose([T.ToTensor(), normalize])
+
+
+class ImageNet16(Dataset):
+    """ImageNet16-120, as NAS-Bench-201 uses it: the downsampled ImageNet 16x16 pickles
+    (Chrabaszcz et al., 2017), restricted to the images of the first `num_classes` (120) classes.
+
+    Each file is a pickled dict with `data` (N, 3072) uint8 (the red plane, then green, then blue)
+    and `labels` (1-based); the training set is `train_data_batch_1..10`, the test set `val_data`.
+    """
+
+    def __init__(self, root: str, train: bool, transform=None, num_classes: int = 120):
+        names = [f"train_data_batch_{i}" for i in range(1, 11)] if train else ["val_data"]
+        missing = [n for n in names if not (Path(root) / n).is_file()]
+        if missing:
+            where = WHERE["imagenet16"].format(root=root)
+            raise DatasetMissing(f"imagenet16: no '{Path(root) / missing[0]}'; put {where}, "
+                                 "or point --data at the folder that holds them")
+        images, labels = [], []
+        for name in names:
+            try:
+                with open(Path(root) / name, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                data, target = np.asarray(entry["data"], dtype=np.uint8), np.asarray(entry["labels"])
+            except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+                raise DatasetMissing(f"imagenet16: cannot read '{Path(root) / name}' ({type(e).__name__}: {e})") from None
+            keep = (target >= 1) & (target <= num_classes)
+            images.append(data[keep].reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1))  # (n, 16, 16, 3)
+            labels.append(target[keep] - 1)
+        self.data, self.targets = np.concatenate(images), np.concatenate(labels).tolist()
+        self.transform = transform
+        self.classes = [str(i) for i in range(num_classes)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        image = Image.fromarray(self.data[i])
+        return (self.transform(image) if self.transform else image), self.targets[i]
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +240,8 @@ def transforms(name: str, *, cutout: bool = False, cutout_length: int = 16,
         return folder_transforms(image_size, cutout, cutout_length)
     if name == "imagenet":
         return imagenet_transforms(image_size)
+    if name == "imagenet16":
+        return imagenet16_transforms(cutout, cutout_length)
     return cifar_transforms(name, cutout, cutout_length)
 
 
@@ -196,6 +257,9 @@ def get_datasets(name: str, root: str, *, cutout: bool = False, cutout_length: i
     if name in ("folder", "imagenet"):
         train = _image_folder(root, "train", train_tf)
         return train, _image_folder(root, "val", test_tf) if test else None, len(train.classes)
+    if name == "imagenet16":
+        train = ImageNet16(root, True, train_tf)
+        return train, ImageNet16(root, False, test_tf) if test else None, NUM_CLASSES[name]
     train = _torchvision_dataset(name, root, True, train_tf)
     return train, _torchvision_dataset(name, root, False, test_tf) if test else None, NUM_CLASSES[name]
 

@@ -106,6 +106,21 @@ def broadcast(obj, src: int = 0):
     return box[0]
 
 
+def on_main(fn):
+    """Run `fn()` on rank 0 only (reading a large file, say) and return its value there (None
+    elsewhere); an exception it raises is raised on every process, so none waits in a collective."""
+    value, error = None, None
+    if not _active() or dist.get_rank() == 0:
+        try:
+            value = fn()
+        except Exception as e:  # handed to every process, raised there
+            error = e
+    error = broadcast(error)
+    if error is not None:
+        raise error
+    return value
+
+
 def gather(obj) -> list:
     """Every process's `obj`, in rank order, on every process."""
     if not _active():

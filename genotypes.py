@@ -23,10 +23,11 @@ PRIMITIVES = [
     "dil_conv_5x5",
 ]
 
-# Every op a genotype may name: the candidates plus those of published DARTS-family cells.
+# Every op a genotype may name: the candidates, those of published DARTS-family cells and
+# RobustDARTS S4's `noise`.
 # Kept in sync with operations.OPS (a test checks it); listed here so this module imports nothing.
 KNOWN_OPS = frozenset(PRIMITIVES) | {
-    "none", "sep_conv_7x7", "conv_3x3", "conv_5x5", "conv_7x1_1x7",
+    "none", "sep_conv_7x7", "conv_3x3", "conv_5x5", "conv_7x1_1x7", "noise",
 }
 
 NASNet = Genotype(

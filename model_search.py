@@ -1,27 +1,27 @@
-"""The FP-DARTS supernet: prunable mixed ops, search cells, architecture parameters, prune masks
-and genotype derivation (restricted DARTS cell or the unrestricted larger space)."""
+"""The FP-DARTS supernets: prunable mixed ops, the DARTS search cell and network (DARTS space,
+RobustDARTS S1-S4) and the NAS-Bench-201 search network, with their architecture parameters and
+keep-masks; the search space (`search_spaces.py`) says which ops sit on which edge."""
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genotypes import PRIMITIVES, Genotype
-from operations import OPS, FactorizedReduce, ReLUConvBN
+from operations import NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, nb201_layers
+from search_spaces import (  # noqa: F401  (derive_cell, edge_endpoints: model_search's public names)
+    SearchSpace, derive_cell, edge_endpoints, get_space, num_edges,
+)
 
 
 class MixedOp(nn.Module):
     """One edge: the weighted sum of its live candidate ops. Pruned ops are not computed."""
 
-    def __init__(self, C, stride, primitives=PRIMITIVES):
+    def __init__(self, ops: Iterable[nn.Module]):
         super().__init__()
-        self._ops = nn.ModuleList()
-        for primitive in primitives:
-            op = OPS[primitive](C, stride, False)
-            if "pool" in primitive:  # DARTS: pooling is followed by a BN without affine
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
-            self._ops.append(op)
+        self._ops = nn.ModuleList(ops)
 
     def forward(self, x: Tensor, weights: Tensor, keep: list[bool]) -> Tensor | None:
         out = None
@@ -31,11 +31,20 @@ class MixedOp(nn.Module):
         return out  # None when every op of the edge is pruned
 
 
+def darts_candidate(name: str, C: int, stride: int) -> nn.Module:
+    """A DARTS-family candidate op of the supernet (BN without affine)."""
+    op = OPS[name](C, stride, False)
+    if "pool" in name:  # DARTS: pooling is followed by a BN without affine
+        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+    return op
+
+
 class Cell(nn.Module):
-    """A search cell: `steps` intermediate nodes, each fed by every earlier node through a MixedOp."""
+    """A search cell: `steps` intermediate nodes, each fed by every earlier node through a MixedOp
+    over the candidates `edge_ops[edge]` of its edge."""
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev,
-                 primitives=PRIMITIVES):
+                 edge_ops: list[list[str]]):
         super().__init__()
         self.reduction = reduction
         if reduction_prev:
@@ -45,9 +54,10 @@ class Cell(nn.Module):
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self._steps = steps
         self._multiplier = multiplier
+        strides = [2 if reduction and src < 2 else 1 for src, _ in edge_endpoints(steps)]
         self._ops = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, primitives)
-            for i in range(steps) for j in range(2 + i)
+            MixedOp(darts_candidate(name, C, stride) for name in names)
+            for names, stride in zip(edge_ops, strides)
         )
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, keep: list[list[bool]]) -> Tensor:
@@ -68,30 +78,59 @@ class Cell(nn.Module):
         return torch.cat(outs, dim=1)  # (N, multiplier * C, h, w)
 
 
-def num_edges(steps: int) -> int:
-    """Edges of a cell with `steps` intermediate nodes: 2 + 3 + ... = 14 for 4 nodes."""
-    return sum(2 + i for i in range(steps))
+class Supernet(nn.Module):
+    """What every supernet shares: per cell type of its search space, an architecture matrix
+    `alphas_<type>` (edges, n_ops) and a keep-mask buffer `keep_<type>` of the same shape.
 
-
-def edge_endpoints(steps: int) -> list[tuple[int, int]]:
-    """(source node, destination node) of every edge, in the order of the architecture rows."""
-    return [(j, 2 + i) for i in range(steps) for j in range(2 + i)]
-
-
-class Network(nn.Module):
-    """The DARTS supernet with FP-DARTS keep-masks.
-
-    `alphas_normal` / `alphas_reduce` are the architecture logits (shared by all cells of a type);
-    the mixing weights are beta = softmax(alpha) over **all** ops, pruned ones included, as in the
-    authors' code. `keep_normal` / `keep_reduce` are boolean buffers (True = live), so the masks
-    travel with the state_dict and with deepcopy. A pruned op is never computed, so its
-    parameters get no gradient (grad stays None) and SGD and gradient clipping skip them.
+    The mixing weights are beta = softmax(alpha) over **all** ops of an edge, pruned ones
+    included, as in the authors' code. The masks are boolean buffers (True = live), so they travel
+    with the state_dict and with deepcopy. A pruned op is never computed, so its parameters get
+    no gradient (grad stays None) and SGD and gradient clipping skip them.
     """
 
+    def _init_arch(self, space: SearchSpace) -> None:
+        self.space = space
+        shape = (len(space.endpoints), space.num_ops)  # (14, 7) in the DARTS space
+        for t in space.cell_types:
+            setattr(self, f"alphas_{t}", nn.Parameter(1e-3 * torch.randn(shape)))
+        for t in space.cell_types:
+            self.register_buffer(f"keep_{t}", torch.ones(shape, dtype=torch.bool))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits, one per cell type ([alphas_normal, alphas_reduce] in DARTS)."""
+        return [getattr(self, f"alphas_{t}") for t in self.space.cell_types]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the architecture logits (told apart by identity)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def masks(self) -> tuple[Tensor, ...]:
+        """The keep-masks, one (edges, n_ops) bool per cell type."""
+        return tuple(getattr(self, f"keep_{t}") for t in self.space.cell_types)
+
+    def betas(self) -> Tensor:
+        """Mixing weights softmax(alpha) over all ops: (cell types, edges, n_ops)."""
+        return torch.stack([F.softmax(a, dim=-1) for a in self.arch_parameters()])
+
+    def _keep_lists(self, keep) -> tuple[list, ...]:
+        return keep or tuple(m.tolist() for m in self.masks())
+
+    def genotype(self, restrict: bool = True, num_kept_max: int = 8):
+        """The discrete architecture implied by the masked mixing weights (the space's rule)."""
+        with torch.no_grad():
+            betas = self.betas().cpu()
+        return self.space.derive(betas, [m.cpu() for m in self.masks()], restrict, num_kept_max)
+
+
+class Network(Supernet):
+    """The DARTS supernet (DARTS space, RobustDARTS S1-S4) with FP-DARTS keep-masks:
+    `alphas_normal` / `alphas_reduce` are shared by all cells of a type."""
+
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4,
-                 stem_multiplier: int = 3, primitives: list[str] = PRIMITIVES):
+                 stem_multiplier: int = 3, space: str | SearchSpace = "darts"):
         super().__init__()
-        self.primitives = list(primitives)
+        space = get_space(space, steps) if isinstance(space, str) else space
         self._steps = steps
         multiplier = steps  # the cell output concatenates every intermediate node
         C_curr = stem_multiplier * C
@@ -105,40 +144,18 @@ class Network(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
-                                   reduction_prev, self.primitives))
+                                   reduction_prev, space.edge_ops["reduce" if reduction else "normal"]))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.classifier = nn.Linear(C_prev, num_classes)
-
-        shape = (num_edges(steps), len(self.primitives))  # (14, 7)
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(shape))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(shape))
-        self.register_buffer("keep_normal", torch.ones(shape, dtype=torch.bool))
-        self.register_buffer("keep_reduce", torch.ones(shape, dtype=torch.bool))
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture logits [alphas_normal, alphas_reduce]."""
-        return [self.alphas_normal, self.alphas_reduce]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter except the architecture logits (told apart by identity)."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def masks(self) -> tuple[Tensor, Tensor]:
-        """The keep-masks (normal, reduce), each (14, n_ops) bool."""
-        return self.keep_normal, self.keep_reduce
-
-    def betas(self) -> Tensor:
-        """Mixing weights softmax(alpha) over all ops: (2, 14, n_ops), normal then reduce."""
-        return torch.stack([F.softmax(a, dim=-1) for a in self.arch_parameters()])
+        self._init_arch(space)
 
     def forward(self, x: Tensor, betas: Tensor | None = None,
                 keep: tuple[list, list] | None = None) -> Tensor:
         """Logits. `betas` (2, 14, n_ops) replaces softmax(alpha), e.g. a leaf for saliency;
         `keep` replaces the masks (nested lists of bool)."""
         betas = self.betas() if betas is None else betas
-        keep = keep or (self.keep_normal.tolist(), self.keep_reduce.tolist())
+        keep = self._keep_lists(keep)
         s0 = s1 = self.stem(x)  # (N, 3C, H, W)
         for cell in self.cells:
             r = int(cell.reduction)
@@ -147,43 +164,58 @@ class Network(nn.Module):
         # adaptive pooling of channels_last tensors.
         return self.classifier(s1.mean((2, 3)))  # (N, num_classes)
 
-    def genotype(self, restrict: bool = True, num_kept_max: int = 8) -> Genotype:
-        """The discrete cell implied by the masked mixing weights (see `derive_genotype`)."""
-        with torch.no_grad():
-            betas = self.betas().cpu()
-        masks = [m.cpu() for m in self.masks()]
-        cells = [derive_cell(b * m, m, self._steps, self.primitives, restrict, num_kept_max)
-                 for b, m in zip(betas, masks)]
-        return Genotype(normal=cells[0][0], normal_concat=cells[0][1],
-                        reduce=cells[1][0], reduce_concat=cells[1][1])
+
+class NB201Cell(nn.Module):
+    """NAS-Bench-201's search cell: node i (1..3) sums a MixedOp over every earlier node; the
+    output is node 3. BN without affine, convolutions with a bias (the benchmark's search ops)."""
+
+    def __init__(self, C: int, edge_ops: list[list[str]]):
+        super().__init__()
+        self._ops = nn.ModuleList(MixedOp(NB201_OPS[name](C, 1, False) for name in names)
+                                  for names in edge_ops)
+
+    def forward(self, x: Tensor, weights: Tensor, keep: list[list[bool]]) -> Tensor:
+        nodes, edge = [x], 0
+        for node in range(1, 4):
+            terms = []
+            for src in range(node):
+                out = self._ops[edge](nodes[src], weights[edge], keep[edge])
+                terms.append(out if out is not None else torch.zeros_like(x))
+                edge += 1
+            nodes.append(sum(terms[1:], terms[0]))
+        return nodes[-1]  # (N, C, H, W)
 
 
-def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list[str],
-                restrict: bool, num_kept_max: int = 8) -> tuple[list[tuple], list[int]]:
-    """Genes and concat of one cell from its masked mixing weights (14, n_ops).
+class NB201Network(Supernet):
+    """The NAS-Bench-201 search network: a 3x3 stem, three stages of N cells (C, 2C, 4C
+    channels) joined by residual stride-2 blocks, BN + ReLU, global pooling and a classifier;
+    one architecture matrix `alphas_cell` (6, 5) for every cell."""
 
-    Restricted (DARTS rule): per node, the 2 incoming edges with the strongest live op, then
-    that op; genes (op, src), concat = all intermediate nodes. Unrestricted (FP-DARTS larger
-    space): the `num_kept_max` strongest live ops of the whole cell, taken in node order and kept
-    only when their source node is active; genes (op, src, dst), concat = the active nodes.
-    """
-    weights = weights.masked_fill(~keep, -1.0)  # pruned ops can never be chosen
-    endpoints = edge_endpoints(steps)
-    if restrict:
-        genes, start = [], 0
-        for i in range(steps):
-            rows = range(start, start + 2 + i)
-            best = sorted(rows, key=lambda e: -weights[e].max().item())[:2]
-            genes += [(primitives[int(weights[e].argmax())], endpoints[e][0]) for e in best]
-            start += 2 + i
-        return genes, list(range(2, 2 + steps))
-    live = int(keep.sum())
-    top = weights.flatten().topk(min(live, num_kept_max)).indices.sort().values
-    genes, active = [], {0, 1}
-    for flat in top.tolist():
-        edge, op = divmod(flat, len(primitives))
-        src, dst = endpoints[edge]
-        if src in active:
-            genes.append((primitives[op], src, dst))
-            active.add(dst)
-    return genes, sorted(active - {0, 1})
+    def __init__(self, C: int, num_classes: int, N: int, space: str | SearchSpace = "nb201"):
+        super().__init__()
+        space = get_space(space) if isinstance(space, str) else space
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList(
+            ResNetBasicblock(C_in, C_out) if reduction else NB201Cell(C_out, space.edge_ops["cell"])
+            for C_in, C_out, reduction in nb201_layers(C, N)
+        )
+        C_prev = 4 * C
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(C_prev, num_classes)
+        self._init_arch(space)
+
+    def forward(self, x: Tensor, betas: Tensor | None = None, keep: tuple[list] | None = None) -> Tensor:
+        """Logits. `betas` (1, 6, 5) replaces softmax(alpha); `keep` replaces the mask."""
+        betas = self.betas() if betas is None else betas
+        keep = self._keep_lists(keep)
+        s = self.stem(x)  # (N, C, H, W)
+        for cell in self.cells:
+            s = cell(s, betas[0], keep[0]) if isinstance(cell, NB201Cell) else cell(s)
+        return self.classifier(self.lastact(s).mean((2, 3)))  # (N, num_classes)
+
+
+def supernet(space: SearchSpace, C: int, num_classes: int, layers: int) -> Supernet:
+    """The supernet of `space`: `layers` cells (DARTS-cell spaces) or cells per stage (nb201)."""
+    if space.name == "nb201":
+        return NB201Network(C, num_classes, layers, space)
+    return Network(C, num_classes, layers, steps=space.steps, space=space)

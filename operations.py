@@ -1,4 +1,5 @@
-"""Candidate operations of the DARTS search space: building blocks, the OPS registry, drop-path."""
+"""Candidate operations and building blocks: the OPS registry of the DARTS-family spaces (DARTS,
+RobustDARTS S1-S4), NAS-Bench-201's own ops and reduction block, drop-path."""
 from __future__ import annotations
 
 import torch
@@ -24,17 +25,33 @@ OPS = {
     "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine=affine),
     "conv_5x5": lambda C, stride, affine: ReLUConvBN(C, C, 5, stride, 2, affine=affine),
     "conv_7x1_1x7": lambda C, stride, affine: Conv7x1x1x7(C, stride, affine=affine),
+    "noise": lambda C, stride, affine: NoiseOp(stride),
+}
+
+# NAS-Bench-201's candidates, built as its own code builds them: the convolution has a bias
+# exactly when its BN has no affine parameters (the search network), and pooling has no BN.
+# Its cells never stride (the reductions are residual blocks); module names follow NAS-Bench-201.
+NB201_OPS = {
+    "none": lambda C, stride, affine: Zero(stride),
+    "skip_connect": lambda C, stride, affine: (
+        Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
+    ),
+    "nor_conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine, bias=not affine),
+    "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine, bias=not affine),
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(
+        3, stride=stride, padding=1, count_include_pad=False
+    ),
 }
 
 
 class ReLUConvBN(nn.Module):
     """ReLU -> Conv -> BN."""
 
-    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True, bias=False):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=bias),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
@@ -113,6 +130,20 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+class NoiseOp(nn.Module):
+    """RobustDARTS S4's `noise`: standard Gaussian noise N(0, 1) of the (strided) input's shape,
+    drawn afresh at every call, in training and in evaluation alike; no parameters."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]  # the shape of the other ops' outputs
+        return torch.randn_like(x)
+
+
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two offset stride-2 1x1 convs, concatenated."""
 
@@ -128,6 +159,33 @@ class FactorizedReduce(nn.Module):
         x = self.relu(x)
         out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)  # (N, C_out, H/2, W/2)
         return self.bn(out)
+
+
+class ResNetBasicblock(nn.Module):
+    """NAS-Bench-201's reduction between stages: two 3x3 ReLU-conv-BN (the first with stride 2)
+    plus a shortcut of 2x2 average pooling and a 1x1 conv."""
+
+    def __init__(self, C_in, C_out, affine=True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, affine)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0),
+                                        nn.Conv2d(C_in, C_out, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))  # (N, C_out, H / 2, W / 2)
+
+
+def nb201_layers(C: int, N: int) -> list[tuple[int, int, bool]]:
+    """(C_in, C_out, is_reduction) of every layer of a NAS-Bench-201 network: N cells at C
+    channels, a residual reduction block, N cells at 2C, another, N cells at 4C."""
+    layers, C_prev = [], C
+    for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
+        if stage:
+            layers.append((C_prev, C_curr, True))
+        layers += [(C_curr, C_curr, False)] * N
+        C_prev = C_curr
+    return layers
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:

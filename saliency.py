@@ -13,21 +13,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import distributed
-from model_search import Network, edge_endpoints
+from model_search import Supernet
+from search_spaces import eligible_ops, has_redundant_op  # noqa: F401  (the DARTS-cell rules)
 
 SAL_TYPES = ("task", "vanilla", "sgas_1")
 
 
-def _leaf_betas(model: Network) -> Tensor:
-    """softmax(alpha) as a leaf tensor (2, 14, n_ops): saliency differentiates w.r.t. beta."""
+def _leaf_betas(model: Supernet) -> Tensor:
+    """softmax(alpha) as a leaf tensor (cell types, edges, n_ops): saliency differentiates w.r.t. beta."""
     return model.betas().detach().requires_grad_(True)
 
 
-def _search_loss(model: Network, betas: Tensor, *, x: Tensor, y: Tensor) -> Tensor:
+def _search_loss(model: Supernet, betas: Tensor, *, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x, betas=betas), y)
 
 
-def saliency_first_order(model: Network, batches: Iterable, device: torch.device) -> Tensor:
+def saliency_first_order(model: Supernet, batches: Iterable, device: torch.device) -> Tensor:
     """FP-DARTS s1: S = -(dL/dbeta) * beta, averaged over `batches` of the search split.
 
     The model stays in train mode (BN uses batch statistics), as in the authors' code. The
@@ -92,7 +93,8 @@ def hessian_diagonal(loss_fn: Callable[[Tensor], Tensor], point: Tensor, index: 
         rows = torch.arange(len(part), device=point.device)
         unit = torch.zeros(len(part), point.numel(), device=point.device, dtype=point.dtype)
         unit[rows, part] = 1.0  # (chunk, numel)
-        diag[part] = torch.func.vmap(second_derivative)(unit.view(len(part), *point.shape))
+        # randomness="same": a random op (S4's noise) draws one sample for the whole chunk.
+        diag[part] = torch.func.vmap(second_derivative, randomness="same")(unit.view(len(part), *point.shape))
     return diag.view_as(point)
 
 
@@ -110,7 +112,7 @@ def hessian_diagonal_loop(loss_fn: Callable[[Tensor], Tensor], point: Tensor,
     return diag.view_as(point).detach()
 
 
-def saliency_second_order(model: Network, batches: Iterable, device: torch.device,
+def saliency_second_order(model: Supernet, batches: Iterable, device: torch.device,
                           hessian_coef: float = 1.0, chunk: int = 16) -> Tensor:
     """FP-DARTS s2: S = -(dL/dbeta) * beta + c * diag(H) * beta^2, averaged over `batches`.
 
@@ -133,53 +135,23 @@ def saliency_second_order(model: Network, batches: Iterable, device: torch.devic
     return total / max(count, 1)
 
 
-def saliency_vanilla(model: Network) -> Tensor:
+def saliency_vanilla(model: Supernet) -> Tensor:
     """Magnitude pruning: S = beta."""
     return model.betas().detach()
 
 
-def saliency_sgas(model: Network) -> Tensor:
+def saliency_sgas(model: Supernet) -> Tensor:
     """SGAS criterion 1 at op level: beta times the min-max normalised edge certainty
     1 - H(beta_edge) / log(n_ops)."""
-    betas = model.betas().detach()  # (2, 14, n_ops)
+    betas = model.betas().detach()  # (cell types, edges, n_ops)
     entropy = -(betas * betas.clamp_min(1e-12).log()).sum(-1) / math.log(betas.size(-1))
-    certainty = 1.0 - entropy  # (2, 14)
+    certainty = 1.0 - entropy  # (cell types, edges)
     lo, hi = certainty.min(-1, keepdim=True).values, certainty.max(-1, keepdim=True).values
     certainty = (certainty - lo) / (hi - lo).clamp_min(1e-12)
     return betas * certainty.unsqueeze(-1)
 
 
-# ---------------------------------------------------------------- eligibility and decision
-
-def eligible_ops(keep: Tensor, steps: int, restrict: bool) -> Tensor:
-    """Which live ops (14, n_ops) of one cell may be pruned now.
-
-    Unrestricted: every live op. Restricted: every intermediate node must keep at least 2
-    distinct live input edges, so when a node is down to 2 live edges, an edge's last op is
-    protected.
-    """
-    eligible = keep.clone()
-    if not restrict:
-        return eligible
-    start = 0
-    for i in range(steps):
-        rows = slice(start, start + 2 + i)
-        per_edge = keep[rows].sum(1)  # live ops per incoming edge
-        if int((per_edge > 0).sum()) <= 2:
-            eligible[rows][per_edge == 1] = False
-        start += 2 + i
-    return eligible
-
-
-def has_redundant_op(keep: Tensor, steps: int, restrict: bool, num_kept_min: int) -> bool:
-    """Whether pruning goes on in this cell: some node has > 2 live ops (restricted), or the
-    cell has more than `num_kept_min` live ops (unrestricted)."""
-    if not restrict:
-        return int(keep.sum()) > num_kept_min
-    dst = torch.tensor([d for _, d in edge_endpoints(steps)])
-    per_node = torch.zeros(steps + 2, dtype=torch.long).index_add_(0, dst, keep.sum(1).long())
-    return bool((per_node[2:] > 2).any())
-
+# ---------------------------------------------------------------- decision
 
 def shortlist(saliency: Tensor, eligible: Tensor, n: int) -> list[int]:
     """Flat indices of the `n` eligible ops with the smallest |S| (ineligible ones never appear)."""
@@ -189,7 +161,7 @@ def shortlist(saliency: Tensor, eligible: Tensor, n: int) -> list[int]:
 
 
 @torch.no_grad()
-def compare_candidates(model: Network, cell: int, candidates: list[int],
+def compare_candidates(model: Supernet, cell: int, candidates: list[int],
                        next_batches: Callable[[], list], device: torch.device) -> list[float]:
     """Validation loss of the supernet with each candidate removed in place (eval mode).
 
@@ -215,17 +187,15 @@ def compare_candidates(model: Network, cell: int, candidates: list[int],
     return losses
 
 
-CELLS = ("normal", "reduce")
-
-
 class Pruner:
     """Carries out FP-DARTS prune events on a supernet's keep-masks.
 
-    Each event removes exactly one op of the normal and one of the reduce cell, chosen over all
-    edges of that cell among the ops the restricted/unrestricted rule allows.
+    Each event removes exactly one op of every cell type (normal and reduce in the DARTS cell),
+    chosen over all edges of that cell among the ops the space's rule allows (restricted or
+    unrestricted in the DARTS cell; an edge's last op is kept in NAS-Bench-201).
     """
 
-    def __init__(self, model: Network, *, device: torch.device, sal_type: str = "task",
+    def __init__(self, model: Supernet, *, device: torch.device, sal_type: str = "task",
                  second: bool = False, hessian_coef: float = 1.0, hessian_chunk: int = 16,
                  num_compare: int = 1, restrict: bool = True, num_kept_min: int = 8):
         self.model, self.device = model, device
@@ -233,21 +203,21 @@ class Pruner:
         self.hessian_coef, self.hessian_chunk = hessian_coef, hessian_chunk
         self.num_compare = num_compare
         self.restrict, self.num_kept_min = restrict, num_kept_min
-        self.steps = model._steps
+        self.space = model.space
 
-    def _unfinished(self, mask: Tensor) -> bool:
-        return has_redundant_op(mask, self.steps, self.restrict, self.num_kept_min)
+    def _unfinished(self, cell: int, mask: Tensor) -> bool:
+        return self.space.unfinished(cell, mask, self.restrict, self.num_kept_min)
 
     def finished(self) -> bool:
-        """True once neither cell has an op left to prune."""
-        return not any(self._unfinished(m) for m in self.model.masks())
+        """True once no cell type has an op left to prune."""
+        return not any(self._unfinished(c, m) for c, m in enumerate(self.model.masks()))
 
     def live_ops(self) -> list[int]:
-        """Live ops per cell type [normal, reduce]."""
+        """Live ops per cell type ([normal, reduce] in the DARTS cell)."""
         return [int(m.sum()) for m in self.model.masks()]
 
     def saliency(self, batches: Iterable) -> Tensor:
-        """Saliency (2, 14, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
+        """Saliency (cell types, edges, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
         processes under torchrun (each scores its own batches)."""
         if self.sal_type == "vanilla":
             return saliency_vanilla(self.model)
@@ -260,31 +230,31 @@ class Pruner:
         return distributed.all_reduce_mean(s)
 
     def decide(self, saliency: Tensor, next_batches: Callable[[], list]) -> list[dict]:
-        """One decision per unfinished cell: the lowest-|S| eligible op, or with `num_compare`
+        """One decision per unfinished cell type: the lowest-|S| eligible op, or with `num_compare`
         N > 1, the one of the N lowest whose removal gives the lowest validation loss.
 
-        Both cells are scored on the current supernet before either prune is applied. Only
+        All cell types are scored on the current supernet before any prune is applied. Only
         eligible ops are ever shortlisted (an explicit fix over the authors' tie-prone marking).
         """
         decisions = []
         n_ops = saliency.size(-1)
         for cell, mask in enumerate(self.model.masks()):
-            if not self._unfinished(mask):
+            if not self._unfinished(cell, mask):
                 continue
-            eligible = eligible_ops(mask, self.steps, self.restrict)
+            eligible = self.space.eligible(cell, mask, self.restrict)
             candidates = shortlist(saliency[cell], eligible, self.num_compare)
             losses = [None] * len(candidates)
             if self.num_compare > 1:
                 losses = compare_candidates(self.model, cell, candidates, next_batches, self.device)
             best = min(range(len(candidates)), key=lambda i: (losses[i] or 0.0, i))
-            records = [{"edge": f // n_ops, "op": self.model.primitives[f % n_ops],
+            records = [{"edge": f // n_ops, "op": self.space.op_name(cell, f // n_ops, f % n_ops),
                         "saliency": saliency[cell].flatten()[f].item(), "loss": loss}
                        for f, loss in zip(candidates, losses)]
-            decisions.append({"cell": CELLS[cell], **records[best], "candidates": records})
+            decisions.append({"cell": self.space.cell_types[cell], **records[best], "candidates": records})
         return distributed.broadcast(decisions)  # decided once, on rank 0, for every process
 
     def apply(self, decisions: list[dict]) -> None:
         """Prune the decided ops (keep-mask entries set to False)."""
         for d in decisions:
-            mask = self.model.masks()[CELLS.index(d["cell"])]
-            mask[d["edge"], self.model.primitives.index(d["op"])] = False
+            cell = self.space.cell_types.index(d["cell"])
+            self.model.masks()[cell][d["edge"], self.space.op_index(cell, d["edge"], d["op"])] = False

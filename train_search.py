@@ -1,5 +1,6 @@
 """FP-DARTS search: first-order DARTS on a supernet whose weakest ops are pruned by search-loss
-gradient saliency, twice per epoch after a warm-up, until the final cell remains."""
+gradient saliency, twice per epoch after a warm-up, until the final cell remains; in the DARTS
+space, RobustDARTS' S1-S4 or NAS-Bench-201 (`--search_space`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import json
 import math
 import time
 from itertools import islice
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -17,12 +19,14 @@ import distributed
 import utils
 from architect import REG_TYPES, Architect
 from data import DATASETS, get_datasets, make_loader, sample_order, split_indices
-from genotypes import save_genotype
-from model_search import Network, edge_endpoints
+from model_search import Supernet, supernet
+from nasbench201 import HOW_TO, METRICS, Benchmark
 from saliency import SAL_TYPES, Pruner
-from visualize import GraphvizMissing, plot_genotype
+from search_spaces import SPACES, get_space
+from visualize import GraphvizMissing
 
 log = utils.logger
+BENCHMARK_KEYS = [key for key, _, _ in METRICS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip of the weight step")
     g.add_argument("--arch_learning_rate", type=float, default=3e-4, help="Adam learning rate of alpha")
     g.add_argument("--arch_weight_decay", type=float, default=1e-3, help="Adam weight decay of alpha")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum for the weights (the authors' NAS-Bench-201 setting)")
     g.add_argument("--unrolled", action="store_true", help="second-order (unrolled) architecture step of DARTS")
     g = p.add_argument_group("supernet")
+    g.add_argument("--search_space", default="darts", choices=SPACES, help="darts: 7 ops on every edge; s1-s4: RobustDARTS' spaces (DARTS cell, 2-3 ops per edge); nb201: NAS-Bench-201 (its own network; 6 edges x 5 ops)")
     g.add_argument("--init_channels", type=int, default=16, help="channels of the first cell")
-    g.add_argument("--layers", type=int, default=8, help="cells in the supernet")
-    g.add_argument("--steps", type=int, default=4, help="intermediate nodes per cell (the DARTS cell has 4: 14 edges)")
+    g.add_argument("--layers", type=int, default=None, help="cells in the supernet (default 8); with --search_space nb201, cells per stage (default 5)")
+    g.add_argument("--steps", type=int, default=None, help="intermediate nodes per DARTS cell (default 4: 14 edges); s1 has 4 and nb201 its own cell")
     g.add_argument("--drop_path_prob", type=float, default=0.3, help="accepted for compatibility; the search uses no drop-path (as the authors')")
     g = p.add_argument_group("pruning")
     g.add_argument("--sal_type", default="task", choices=SAL_TYPES, help="task: search-loss gradient saliency; vanilla: beta magnitude; sgas_1: op-level SGAS criterion 1")
@@ -70,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_restrict", action="store_true", help="larger search space: no 2-inputs-per-node rule; keep --num_kept_min ops per cell anywhere")
     g.add_argument("--num_kept_max", type=int, default=8, help="--no_restrict: ops in the derived genotype")
     g.add_argument("--num_kept_min", type=int, default=8, help="--no_restrict: pruning stops at this many live ops per cell")
+    g.add_argument("--nb201_file", default=None, help="--search_space nb201: the benchmark file (NAS-Bench-201 v1.0/v1.1 .pth or NATS-Bench topology), to record the accuracies of every epoch's cell")
     g = p.add_argument_group("run")
     g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
     g.add_argument("--task", type=int, default=0, help="tag appended to the run directory name")
@@ -86,7 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject impossible values with one line."""
+    """Fill in the search space's sizes; reject impossible values and combinations with one line."""
+    nb201 = args.search_space == "nb201"
+    if nb201 and args.steps is not None:
+        p.error("--steps does not apply to --search_space nb201 (its cell has 3 fixed nodes)")
+    if args.search_space == "s1" and args.steps not in (None, 4):
+        p.error(f"--search_space s1 lists its ops for the 14 edges of 4 nodes; --steps {args.steps} is not possible")
+    if nb201 and args.no_restrict:
+        p.error("--no_restrict is a DARTS-cell rule; NAS-Bench-201 always prunes to one op per edge")
+    if args.nb201_file is not None and not nb201:
+        p.error("--nb201_file needs --search_space nb201")
+    if args.nb201_file is not None and not Path(args.nb201_file).exists():
+        p.error(f"--nb201_file {args.nb201_file}: no such file or folder")
+    args.steps = 3 if nb201 else 4 if args.steps is None else args.steps
+    args.layers = (5 if nb201 else 8) if args.layers is None else args.layers
     positive = ["batch_size", "epochs", "num_compare", "init_channels", "layers", "steps", "sal_second_budget",
                 "hessian_chunk", "iter_compare", "num_kept_max", "num_kept_min"]
     positive += [k for k in ("sal_batch_size", "prune_interval", "subset") if getattr(args, k) is not None]
@@ -99,14 +119,23 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--warmup ({args.warmup}) must be at least 0 and below --epochs ({args.epochs})")
 
 
-def write_epoch_files(run_dir, epoch: int, model: Network, genotype, rows: list[dict]) -> None:
-    """Per-epoch genotype and mixing weights in the authors' layout, plus results.csv so far."""
+def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
+    """Per-epoch genotype (NAS-Bench-201: architecture string) and mixing weights in the authors'
+    layout, plus results.csv so far (NAS-Bench-201: with the cells and their benchmark figures)."""
     root = run_dir / "results_of_7q"
-    save_genotype(genotype, root / "genotype" / f"{epoch}.txt")
+    model.space.save(genotype, root / "genotype" / f"{epoch}.txt")
     betas = model.betas().detach().cpu().tolist()
-    utils.write_json(root / "alpha" / f"{epoch}.txt", {"alphas_normal": betas[0], "alphas_reduce": betas[1]})
-    csv = "epoch,val_loss,val_acc\n" + "".join(f"{r['epoch']},{r['val_loss']:.6f},{r['val_acc']:.4f}\n" for r in rows)
+    utils.write_json(root / "alpha" / f"{epoch}.txt",
+                     {f"alphas_{t}": b for t, b in zip(model.space.cell_types, betas)})
+    extra = [k for k in rows[-1] if k not in ("epoch", "val_loss", "val_acc")]
+    csv = ",".join(["epoch,val_loss,val_acc", *extra]) + "\n" + "".join(
+        ",".join([f"{r['epoch']},{r['val_loss']:.6f},{r['val_acc']:.4f}", *(_cell(r.get(k)) for k in extra)]) + "\n"
+        for r in rows)
     utils.atomic_write(root / "results.csv", csv)
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
@@ -132,9 +161,9 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
 
 def record_event(run_dir, pruner: Pruner, epoch: int, step: int, saliency, decisions: list[dict]) -> None:
     """The event's saliency file, its lines in prune_events.jsonl, and the log."""
-    sal = saliency.cpu().tolist()
-    utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt", {"normal": sal[0], "reduce": sal[1]})
-    endpoints = edge_endpoints(pruner.steps)
+    utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt",
+                     dict(zip(pruner.space.cell_types, saliency.cpu().tolist())))
+    endpoints = pruner.space.endpoints
     with open(run_dir / "prune_events.jsonl", "a") as f:
         for d in decisions:
             src, dst = endpoints[d["edge"]]
@@ -236,9 +265,11 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
 
 
 def setup(args, world: distributed.World) -> SimpleNamespace:
-    """The run directory (new or resumed), data, supernet, optimizers and pruner of a search."""
+    """The run directory (new or resumed), data, supernet, optimizers and pruner of a search (and
+    the NAS-Bench-201 benchmark, read by rank 0 only: it is large)."""
     train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
                                              cutout_length=args.cutout_length, image_size=args.image_size)
+    benchmark = distributed.on_main(lambda: Benchmark(args.nb201_file)) if args.nb201_file else None
     state = None
     if args.resume:
         run_dir, state = utils.resume_checkpoint(args.resume)
@@ -264,12 +295,15 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
         rank=world.rank, world_size=world.world_size)
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = Network(args.init_channels, num_classes, args.layers, steps=args.steps)
+    space = get_space(args.search_space, args.steps)
+    if world.is_main and not args.resume:
+        utils.write_json(run_dir / "search_space.json", space.describe())
+    model = supernet(space, args.init_channels, num_classes, args.layers)
     model = model.to(world.device, memory_format=memory_format)
     # Pruned ops take no part in the forward pass, hence find_unused_parameters.
     ddp = distributed.wrap(model, world, find_unused_parameters=True)
-    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     architect = Architect(model, lr=args.arch_learning_rate, weight_decay=args.arch_weight_decay,
                           reg_type=args.reg_type, reg_alpha=args.reg_alpha, unrolled=args.unrolled,
                           network_momentum=args.momentum, network_weight_decay=args.weight_decay)
@@ -277,6 +311,8 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
                     hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
                     num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min)
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
+    if args.search_space == "nb201" and args.nb201_file is None:
+        log.info(HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
     return SimpleNamespace(
@@ -284,7 +320,7 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
         architect=architect, pruner=pruner, train_queue=loader(w_idx, batch_size, 0),
         valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
         valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, clock=time.time(),
-        writer=utils.tensorboard_writer(run_dir, world.is_main), state=state)
+        writer=utils.tensorboard_writer(run_dir, world.is_main), state=state, benchmark=benchmark)
 
 
 def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
@@ -295,12 +331,18 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
     genotype = model.genotype(not args.no_restrict, args.num_kept_max)
     log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
     log.info("genotype = %s", genotype)
-    rows.append({"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]})
+    row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
+    if args.search_space == "nb201":
+        row["arch_str"] = genotype
+        if args.nb201_file:
+            row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
+    rows.append(row)
     if run.world.is_main:
         write_epoch_files(run.dir, epoch, model, genotype, rows)
         scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
-                   "valid/top1": valid["top1"], "lr": lr, "live_ops/normal": pruner.live_ops()[0],
-                   "live_ops/reduce": pruner.live_ops()[1]}
+                   "valid/top1": valid["top1"], "lr": lr,
+                   **{f"live_ops/{t}": n for t, n in zip(model.space.cell_types, pruner.live_ops())},
+                   **{f"nb201/{k}": v for k, v in row.items() if k in BENCHMARK_KEYS}}
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
         if args.save_one_shot:
@@ -320,23 +362,29 @@ def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
         raise utils.UserError(f"the {len(digests)} processes ended with different architectures: {digests}")
 
 
-def finish(run: SimpleNamespace, genotype, valid: dict) -> dict:
+def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dict:
     """The final genotype, its drawing and results.json."""
     args, run_dir, pruner = run.args, run.dir, run.pruner
     check_ranks_agree(run, genotype)
-    results = {"variant": variant_name(args), "dataset": args.dataset, "genotype": genotype._asdict(),
+    space = run.model.space
+    results = {"variant": variant_name(args), "search_space": space.name, "dataset": args.dataset,
+               "genotype": space.format.to_dict(genotype),
                "seed": args.seed, "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
+    if space.name == "nb201":
+        results.update(nb201_results(args, genotype, rows))
     if run.world.is_main:
-        save_genotype(genotype, run_dir / "genotype.json")
+        space.save(genotype, run_dir / "genotype.json")
         try:
-            plot_genotype(genotype, run_dir / "genotype")
+            space.format.draw(genotype, run_dir / "genotype")
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
         utils.write_json(run_dir / "results.json", results)
+        if space.name == "nb201" and not args.nb201_file:
+            log.info(HOW_TO.format(run_dir=run_dir))
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results
 
@@ -365,10 +413,20 @@ def main(argv: list[str] | None = None) -> dict:
         train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
         genotype, valid = end_epoch(run, epoch, lr, train, meters, rows)
     run.writer.close()
-    return finish(run, genotype, valid)
+    return finish(run, genotype, valid, rows)
 
 
-RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic"}
+def nb201_results(args, arch_str: str, rows: list[dict]) -> dict:
+    """What results.json adds for NAS-Bench-201: the architecture string and, with --nb201_file,
+    the benchmark accuracies of the final cell and of every epoch's cell."""
+    if not args.nb201_file:
+        return {"arch_str": arch_str, "benchmark": None}
+    per_epoch = [{k: r.get(k) for k in ("epoch", "arch_str", *BENCHMARK_KEYS)} for r in rows]
+    return {"arch_str": arch_str, "benchmark": {k: rows[-1].get(k) for k in BENCHMARK_KEYS},
+            "benchmark_per_epoch": per_epoch, "benchmark_file": args.nb201_file}
+
+
+RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file"}
 
 
 def check_resumable(run_dir, state: dict, args) -> None:

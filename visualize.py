@@ -1,4 +1,5 @@
-"""Draw the normal and reduce cells of a genotype with graphviz (PDF and PNG)."""
+"""Draw the normal and reduce cells of a genotype, or a NAS-Bench-201 cell, with graphviz (PDF and
+PNG)."""
 from __future__ import annotations
 
 import argparse
@@ -50,30 +51,63 @@ def cell_graph(genes: list, concat: list, title: str):
     return g
 
 
-def plot_genotype(genotype: Genotype, out_prefix: str | Path) -> list[Path]:
-    """Render `<out_prefix>_normal` and `<out_prefix>_reduce` as PDF and PNG; return the files."""
+def nb201_graph(arch_str: str, title: str = "cell"):
+    """A graphviz Digraph of a NAS-Bench-201 cell: input node 0, nodes 1 and 2, output node 3;
+    `none` edges carry nothing and are not drawn."""
+    import graphviz
+
+    from search_spaces import NB201_ENDPOINTS, parse_nb201_arch
+
+    g = graphviz.Digraph(name=title, format="pdf", engine="dot",
+                         edge_attr=dict(fontsize="20", fontname="times"),
+                         node_attr=dict(style="filled", shape="rect", align="center", fontsize="20",
+                                        height="0.5", width="0.5", penwidth="2", fontname="times"))
+    g.body.extend(["rankdir=LR"])
+    colours = {0: "darkseagreen2", 1: "lightblue", 2: "lightblue", 3: "palegoldenrod"}
+    labels = {0: "in", 1: "1", 2: "2", 3: "out"}
+    for node, colour in colours.items():
+        g.node(labels[node], fillcolor=colour)
+    for op, (src, dst) in zip(parse_nb201_arch(arch_str, title), NB201_ENDPOINTS):
+        if op != "none":
+            g.edge(labels[src], labels[dst], label=op, fillcolor="gray")
+    return g
+
+
+def _render(graphs: dict, out_prefix: str | Path) -> list[Path]:
+    """Render each graph as `<out_prefix>_<name>` PDF and PNG; return the files."""
     if shutil.which("dot") is None:
         raise GraphvizMissing(INSTALL_HINT)
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for kind in ("normal", "reduce"):
-        graph = cell_graph(getattr(genotype, kind), getattr(genotype, f"{kind}_concat"), kind)
-        stem = out_prefix.parent / f"{out_prefix.name}_{kind}"
+    for name, graph in graphs.items():
+        stem = out_prefix.parent / f"{out_prefix.name}_{name}"
         for fmt in ("pdf", "png"):
             written.append(Path(graph.render(filename=stem.name, directory=stem.parent,
                                              format=fmt, cleanup=True)))
     return written
 
 
+def plot_genotype(genotype: Genotype, out_prefix: str | Path) -> list[Path]:
+    """Render `<out_prefix>_normal` and `<out_prefix>_reduce` as PDF and PNG; return the files."""
+    return _render({kind: cell_graph(getattr(genotype, kind), getattr(genotype, f"{kind}_concat"), kind)
+                    for kind in ("normal", "reduce")}, out_prefix)
+
+
+def plot_nb201(arch_str: str, out_prefix: str | Path) -> list[Path]:
+    """Render a NAS-Bench-201 cell as `<out_prefix>_cell` PDF and PNG; return the files."""
+    return _render({"cell": nb201_graph(arch_str)}, out_prefix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of visualize.py."""
     parser = argparse.ArgumentParser(
         description="Draw the cells of a genotype (a name in genotypes.py, a JSON genotype "
-                    "file, or a Genotype(...) string).",
+                    "file, or a Genotype(...) string) or a NAS-Bench-201 cell (its architecture "
+                    "string, or a JSON file with an 'arch_str').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("genotype", help="genotype name, genotype file path, or Genotype(...) text")
+    parser.add_argument("genotype", help="genotype name, genotype file path, Genotype(...) text, or NAS-Bench-201 architecture string or file")
     parser.add_argument("--out_dir", default=".", help="folder the drawings are written to")
     parser.add_argument("--name", default=None,
                         help="file name prefix (default: the genotype name or file stem)")
@@ -81,18 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    """Load the genotype, draw both cells, print the written paths."""
+    """Load the genotype (or NAS-Bench-201 cell), draw its cells, print the written paths."""
     args = build_parser().parse_args(argv)
+    spec, is_file = args.genotype, Path(args.genotype).is_file()
     try:
-        genotype = load_genotype(args.genotype)
-        name = args.name or (Path(args.genotype).stem if Path(args.genotype).is_file()
-                             else args.genotype if args.genotype.isidentifier() else "genotype")
-        written = plot_genotype(genotype, Path(args.out_dir) / name)
+        name = args.name or (Path(spec).stem if is_file else spec if spec.isidentifier() else "genotype")
+        nb201 = _nb201_arch(spec, is_file)
+        if nb201 is not None:
+            written = plot_nb201(nb201, Path(args.out_dir) / name)
+        else:
+            written = plot_genotype(load_genotype(spec), Path(args.out_dir) / name)
     except (GenotypeError, GraphvizMissing) as e:
         sys.exit(f"error: {e}")
     for path in written:
         print(path)
     return written
+
+
+def _nb201_arch(spec: str, is_file: bool) -> str | None:
+    """The NAS-Bench-201 architecture string `spec` names (itself, or a JSON file holding an
+    'arch_str'), or None when `spec` is a DARTS genotype."""
+    from search_spaces import nb201_from_dict, parse_nb201_arch, read_arch_json
+
+    if is_file:
+        text = Path(spec).read_text(errors="replace")
+        return read_arch_json(spec, nb201_from_dict) if '"arch_str"' in text else None
+    if spec.lstrip().startswith("|"):
+        parse_nb201_arch(spec, "architecture string")
+        return spec.strip()
+    return None
 
 
 if __name__ == "__main__":

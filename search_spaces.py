@@ -1,0 +1,310 @@
+"""Search spaces as data: which candidate ops sit on which edge of which cell type, which ops the
+pruning rule protects, when pruning is finished, and how the final architecture is derived.
+
+The DARTS space and RobustDARTS' S1-S4 share the DARTS cell and supernet and differ only in their
+op tables; NAS-Bench-201 has its own cell (4 nodes, 6 edges, one cell type), its own end state
+(one live op per edge) and its own architecture format (the benchmark's string). The supernets
+(`model_search.py`), the pruner (`saliency.py`) and the scripts only talk to these classes.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fileio import atomic_write
+from genotypes import PRIMITIVES, Genotype, GenotypeError, genotype_from_dict, genotype_to_dict
+
+# RobustDARTS (Zela et al., ICLR 2020) S1: two ops per edge, its own pair on every edge of each
+# cell type, edges in architecture-row order (0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..., 4->5).
+_SHORT = {"skip": "skip_connect", "sep3": "sep_conv_3x3", "dil3": "dil_conv_3x3",
+          "dil5": "dil_conv_5x5", "max": "max_pool_3x3", "avg": "avg_pool_3x3"}
+_S1_NORMAL = ("skip dil3, skip dil5, skip dil5, skip sep3, skip dil3, max skip, skip sep3, "
+              "skip sep3, skip dil3, skip sep3, max skip, skip dil3, dil3 dil5, dil3 dil5")
+_S1_REDUCE = ("max avg, max dil3, max avg, max avg, skip dil5, max avg, max sep3, skip dil3, "
+              "skip dil5, max avg, max avg, skip dil5, skip dil5, skip dil5")
+
+
+def _pairs(table: str) -> list[list[str]]:
+    return [[_SHORT[op] for op in pair.split()] for pair in table.split(", ")]
+
+
+S1_NORMAL, S1_REDUCE = _pairs(_S1_NORMAL), _pairs(_S1_REDUCE)
+# The same candidates on every edge of both cell types.
+UNIFORM_OPS = {
+    "darts": PRIMITIVES,
+    "s2": ["skip_connect", "sep_conv_3x3"],
+    "s3": ["none", "skip_connect", "sep_conv_3x3"],
+    "s4": ["noise", "sep_conv_3x3"],
+}
+NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
+
+
+def num_edges(steps: int) -> int:
+    """Edges of a DARTS cell with `steps` intermediate nodes: 2 + 3 + ... = 14 for 4 nodes."""
+    return sum(2 + i for i in range(steps))
+
+
+def edge_endpoints(steps: int) -> list[tuple[int, int]]:
+    """(source node, destination node) of every edge of a DARTS cell, in architecture-row order."""
+    return [(j, 2 + i) for i in range(steps) for j in range(2 + i)]
+
+
+# ---------------------------------------------------------------- the DARTS-cell rules
+
+def eligible_ops(keep: Tensor, steps: int, restrict: bool, connects: Tensor | None = None) -> Tensor:
+    """Which live ops (edges, n_ops) of one DARTS cell may be pruned now.
+
+    Unrestricted: every live op. Restricted: every intermediate node must keep at least 2
+    distinct input edges with a live op that connects (`connects`: not `none`, which carries
+    nothing), so when a node is down to 2 such edges, the last connecting op of each is protected.
+    """
+    eligible = keep.clone()
+    if not restrict:
+        return eligible
+    conn = keep if connects is None else keep & connects
+    start = 0
+    for i in range(steps):
+        rows = slice(start, start + 2 + i)
+        per_edge = conn[rows].sum(1)  # live connecting ops per incoming edge
+        if int((per_edge > 0).sum()) <= 2:
+            eligible[rows] &= ~((per_edge == 1).unsqueeze(1) & conn[rows])
+        start += 2 + i
+    return eligible
+
+
+def has_redundant_op(keep: Tensor, steps: int, restrict: bool, num_kept_min: int) -> bool:
+    """Whether pruning goes on in this cell: some node has > 2 live ops (restricted), or the
+    cell has more than `num_kept_min` live ops (unrestricted)."""
+    if not restrict:
+        return int(keep.sum()) > num_kept_min
+    dst = torch.tensor([d for _, d in edge_endpoints(steps)])
+    per_node = torch.zeros(steps + 2, dtype=torch.long).index_add_(0, dst, keep.sum(1).long())
+    return bool((per_node[2:] > 2).any())
+
+
+def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list, restrict: bool,
+                num_kept_max: int = 8) -> tuple[list[tuple], list[int]]:
+    """Genes and concat of one DARTS cell from its masked mixing weights (edges, n_ops).
+
+    `primitives`: the op names of every edge (one list), or one list per edge. `none` is never
+    chosen. Restricted (DARTS rule): per node, the 2 incoming edges with the strongest live op,
+    then that op; genes (op, src), concat = all intermediate nodes. Unrestricted (FP-DARTS larger
+    space): the `num_kept_max` strongest live ops of the whole cell, taken in node order and kept
+    only when their source node is active; genes (op, src, dst), concat = the active nodes.
+    """
+    names = [primitives] * len(keep) if isinstance(primitives[0], str) else primitives
+    usable = keep & torch.tensor([[op != "none" for op in edge] for edge in names])
+    weights = weights.masked_fill(~usable, -1.0)  # pruned ops (and none) can never be chosen
+    endpoints = edge_endpoints(steps)
+    if restrict:
+        genes, start = [], 0
+        for i in range(steps):
+            rows = range(start, start + 2 + i)
+            best = sorted(rows, key=lambda e: -weights[e].max().item())[:2]
+            genes += [(names[e][int(weights[e].argmax())], endpoints[e][0]) for e in best]
+            start += 2 + i
+        return genes, list(range(2, 2 + steps))
+    top = weights.flatten().topk(min(int(usable.sum()), num_kept_max)).indices.sort().values
+    genes, active = [], {0, 1}
+    for flat in top.tolist():
+        edge, op = divmod(flat, keep.size(1))
+        src, dst = endpoints[edge]
+        if src in active:
+            genes.append((names[edge][op], src, dst))
+            active.add(dst)
+    return genes, sorted(active - {0, 1})
+
+
+# ---------------------------------------------------------------- NAS-Bench-201 architecture strings
+
+NB201_ENDPOINTS = [(j, i) for i in range(1, 4) for j in range(i)]  # (0,1) (0,2) (1,2) (0,3) ...
+
+
+def nb201_arch_str(ops: list[str]) -> str:
+    """The benchmark's key of a cell from its 6 edge ops in edge order:
+    `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node 1's input, node 2's, node 3's)."""
+    nodes = [[f"{op}~{src}" for op, (src, dst) in zip(ops, NB201_ENDPOINTS) if dst == node]
+             for node in (1, 2, 3)]
+    return "+".join("|" + "|".join(inputs) + "|" for inputs in nodes)
+
+
+def parse_nb201_arch(text: str, source: str = "--arch_str") -> list[str]:
+    """The 6 edge ops (edge order) of an architecture string; GenotypeError naming `source`."""
+    nodes = text.strip().split("+")
+    ops = []
+    try:
+        if len(nodes) != 3:
+            raise ValueError(f"{len(nodes)} nodes separated by '+', expected 3")
+        for node, part in enumerate(nodes, start=1):
+            inputs = part.strip("|").split("|")
+            if not part.startswith("|") or not part.endswith("|") or len(inputs) != node:
+                raise ValueError(f"node {node} must read |op~0|...|op~{node - 1}|, got '{part}'")
+            for src, item in enumerate(inputs):
+                op, _, index = item.partition("~")
+                if index != str(src) or op not in NB201_OPS:
+                    raise ValueError(f"'{item}' is not op~{src} with op in {', '.join(NB201_OPS)}")
+                ops.append(op)
+    except ValueError as e:
+        raise GenotypeError(f"{source}: not a NAS-Bench-201 architecture string ({e})") from None
+    return ops
+
+
+def nb201_from_dict(fields: dict, source: str) -> str:
+    """A NAS-Bench-201 architecture from its JSON form {"arch_str": ...}, validated."""
+    if not isinstance(fields, dict) or not isinstance(fields.get("arch_str"), str):
+        raise GenotypeError(f"{source}: expected a JSON object with an 'arch_str' string")
+    text = fields["arch_str"]
+    parse_nb201_arch(text, source)
+    return text
+
+
+def read_arch_json(path: str | Path, from_dict) -> object:
+    """Read one architecture JSON file with `from_dict`; GenotypeError naming the file."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GenotypeError(f"{path}: cannot read the architecture file ({e})") from None
+    return from_dict(fields, str(path))
+
+
+# ---------------------------------------------------------------- the spaces
+
+@dataclass(frozen=True)
+class ArchFormat:
+    """How one kind of architecture is written (JSON), read back, drawn and named in tables."""
+    kind: str
+    to_dict: object
+    from_dict: object
+    draw: object
+
+
+def _draw_genotype(genotype, prefix):
+    from visualize import plot_genotype
+    return plot_genotype(genotype, prefix)
+
+
+def _draw_nb201(arch_str, prefix):
+    from visualize import plot_nb201
+    return plot_nb201(arch_str, prefix)
+
+
+GENOTYPE_FORMAT = ArchFormat("genotype", genotype_to_dict, genotype_from_dict, _draw_genotype)
+NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, _draw_nb201)
+
+
+class SearchSpace(ABC):
+    """What the supernet, the pruner and the scripts need to know about a space.
+
+    `edge_ops[cell_type][edge]` lists the candidates of that edge (every edge has the same count,
+    the width of the architecture matrices); `connects` marks the ops that carry a signal
+    (not `none`) for the pruning rule.
+    """
+    name: str
+    cell_types: tuple[str, ...]
+    endpoints: list[tuple[int, int]]
+    edge_ops: dict[str, list[list[str]]]
+    format: ArchFormat
+
+    @property
+    def num_ops(self) -> int:
+        """Candidates per edge (the width of an architecture matrix)."""
+        return len(self.edge_ops[self.cell_types[0]][0])
+
+    def op_name(self, cell: int, edge: int, op: int) -> str:
+        """Name of candidate `op` of `edge` in cell type number `cell`."""
+        return self.edge_ops[self.cell_types[cell]][edge][op]
+
+    def op_index(self, cell: int, edge: int, name: str) -> int:
+        """Column of op `name` on `edge` of cell type number `cell`."""
+        return self.edge_ops[self.cell_types[cell]][edge].index(name)
+
+    def describe(self) -> dict:
+        """The space as JSON: cell types, edges (source, destination) and candidates per edge."""
+        return {"name": self.name, "cell_types": list(self.cell_types),
+                "edges": [list(e) for e in self.endpoints], "edge_ops": self.edge_ops}
+
+    def save(self, arch, path: str | Path) -> None:
+        """Write an architecture as JSON, atomically."""
+        atomic_write(path, json.dumps(self.format.to_dict(arch)) + "\n")
+
+    @abstractmethod
+    def eligible(self, cell: int, keep: Tensor, restrict: bool) -> Tensor:
+        """Live ops (edges, n_ops) of cell type `cell` that may be pruned now."""
+
+    @abstractmethod
+    def unfinished(self, cell: int, keep: Tensor, restrict: bool, num_kept_min: int) -> bool:
+        """Whether cell type `cell` still has an op to prune."""
+
+    @abstractmethod
+    def derive(self, betas: Tensor, masks: list[Tensor], restrict: bool, num_kept_max: int):
+        """The discrete architecture implied by the mixing weights (types, edges, n_ops) and masks."""
+
+
+class DartsCellSpace(SearchSpace):
+    """The DARTS cell (2 input nodes, `steps` intermediate nodes, output = their concatenation)
+    with a candidate list per edge and per cell type (normal, reduce); DARTS genotypes."""
+    cell_types = ("normal", "reduce")
+    format = GENOTYPE_FORMAT
+
+    def __init__(self, name: str, normal: list[list[str]], reduce: list[list[str]], steps: int):
+        self.name, self.steps = name, steps
+        self.endpoints = edge_endpoints(steps)
+        self.edge_ops = {"normal": normal, "reduce": reduce}
+        self.connects = [torch.tensor([[op != "none" for op in edge] for edge in ops])
+                         for ops in (normal, reduce)]
+
+    def eligible(self, cell, keep, restrict):
+        return eligible_ops(keep, self.steps, restrict, self.connects[cell].to(keep.device))
+
+    def unfinished(self, cell, keep, restrict, num_kept_min):
+        return has_redundant_op(keep, self.steps, restrict, num_kept_min)
+
+    def derive(self, betas, masks, restrict, num_kept_max) -> Genotype:
+        cells = [derive_cell(b * m, m, self.steps, self.edge_ops[t], restrict, num_kept_max)
+                 for b, m, t in zip(betas, masks, self.cell_types)]
+        return Genotype(normal=cells[0][0], normal_concat=cells[0][1],
+                        reduce=cells[1][0], reduce_concat=cells[1][1])
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201: node 0 is the cell input, nodes 1-3 sum one edge from every earlier node,
+    node 3 is the output; 6 edges x 5 ops, one cell type. Pruning protects the last live op of
+    an edge and ends with one op per edge: that op set is the architecture (a benchmark key)."""
+    name = "nb201"
+    cell_types = ("cell",)
+    endpoints = NB201_ENDPOINTS
+    format = NB201_FORMAT
+
+    def __init__(self):
+        self.edge_ops = {"cell": [list(NB201_OPS) for _ in NB201_ENDPOINTS]}
+
+    def eligible(self, cell, keep, restrict):
+        return keep & (keep.sum(1, keepdim=True) > 1)
+
+    def unfinished(self, cell, keep, restrict, num_kept_min):
+        return bool((keep.sum(1) > 1).any())
+
+    def derive(self, betas, masks, restrict, num_kept_max) -> str:
+        weights = betas[0].masked_fill(~masks[0], -1.0)  # (6, 5): the strongest live op per edge
+        return nb201_arch_str([NB201_OPS[int(i)] for i in weights.argmax(1)])
+
+
+def get_space(name: str, steps: int = 4) -> SearchSpace:
+    """The search space `name` (one of SPACES); `steps` = intermediate nodes of a DARTS cell."""
+    if name == "nb201":
+        return NB201Space()
+    if name == "s1":
+        if steps != 4:
+            raise ValueError(f"search space s1 lists its ops for the 14 edges of 4 intermediate "
+                             f"nodes; --steps {steps} is not possible")
+        return DartsCellSpace(name, S1_NORMAL, S1_REDUCE, steps)
+    if name not in UNIFORM_OPS:
+        raise ValueError(f"unknown search space '{name}' (known: {', '.join(SPACES)})")
+    ops = [list(UNIFORM_OPS[name]) for _ in range(num_edges(steps))]
+    return DartsCellSpace(name, ops, [list(edge) for edge in ops], steps)
