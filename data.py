@@ -117,7 +117,7 @@ class ImageNet16(Dataset):
     """ImageNet16-120, as NAS-Bench-201 uses it: the downsampled ImageNet 16x16 pickles
     (Chrabaszcz et al., 2017), restricted to the images of the first `num_classes` (120) classes.
 
-    Each file is a pickled dict with `data` (N, 3072) uint8 (the red plane, then green, then blue)
+    Each file is a pickled dict with `data` (N, 768) uint8 (the red plane, then green, then blue)
     and `labels` (1-based); the training set is `train_data_batch_1..10`, the test set `val_data`.
     """
 

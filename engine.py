@@ -14,8 +14,8 @@ import torch.nn as nn
 import distributed
 import utils
 from data import holdout_split, make_loader, transforms
-from genotypes import genotype_from_dict, genotype_to_dict
-from visualize import GraphvizMissing, plot_genotype
+from search_spaces import GENOTYPE_FORMAT, ArchFormat
+from visualize import GraphvizMissing
 
 log = utils.logger
 
@@ -32,8 +32,9 @@ def add_genotype_args(p: argparse.ArgumentParser, base_flag: str, names_flag: st
                         "automatically, refused for a restricted genotype")
 
 
-def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
-    """Flags both training scripts share; `defaults` holds the values that differ."""
+def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaults) -> None:
+    """Flags the training scripts share; `defaults` holds the values that differ (`nesterov`,
+    `layers_help` optional); `auxiliary` False for networks without an auxiliary head."""
     p.add_argument("--mode", default="train", choices=["train", "eval"], help="train from scratch, or evaluate --model_path on the test set")
     p.add_argument("--model_path", default=None, help="checkpoint to evaluate (--mode eval)")
     g = p.add_argument_group("optimisation")
@@ -41,13 +42,18 @@ def add_common_args(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--batch_size", type=int, default=defaults["batch_size"], help="batch size")
     g.add_argument("--learning_rate", type=float, default=defaults["learning_rate"], help="initial learning rate")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--nesterov", dest="nesterov", action="store_true", default=defaults.get("nesterov", False), help="Nesterov momentum")
+    g.add_argument("--no_nesterov", dest="nesterov", action="store_false", default=argparse.SUPPRESS, help="plain (heavy-ball) momentum")
     g.add_argument("--weight_decay", type=float, default=defaults["weight_decay"], help="weight decay")
     g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip")
     g.add_argument("--drop_path_prob", type=float, default=defaults["drop_path_prob"], help="drop-path probability, ramped linearly from 0 over the epochs")
-    g.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight of the auxiliary head's loss")
+    if auxiliary:
+        g.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight of the auxiliary head's loss")
+    else:
+        p.set_defaults(auxiliary=False, auxiliary_weight=0.0)
     g = p.add_argument_group("network")
     g.add_argument("--init_channels", type=int, default=defaults["init_channels"], help="channels of the first cell")
-    g.add_argument("--layers", type=int, default=defaults["layers"], help="number of cells")
+    g.add_argument("--layers", type=int, default=defaults["layers"], help=defaults.get("layers_help", "number of cells"))
     g = p.add_argument_group("run")
     g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
     g.add_argument("--out_dir", default=None, help="folder that receives the run directory (default: the search run directory, else ckpt)")
@@ -188,14 +194,15 @@ def check_auxiliary(args, image_size: int, expected: int) -> None:
                               f"{image_size}x{image_size}: give --no_auxiliary (or --image_size {expected})")
 
 
-def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: distributed.World) -> dict:
+def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: distributed.World,
+                        fmt: ArchFormat = GENOTYPE_FORMAT) -> dict:
     """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy
     (each process evaluates its share of the test set under torchrun)."""
     utils.setup_logging(None, world.is_main)
     state = utils.load_checkpoint(args.model_path)
     if not {"genotype", "model", "args"} <= set(state):
         raise utils.UserError(f"{args.model_path}: not a checkpoint of train.py / train_imagenet.py")
-    genotype = genotype_from_dict(state["genotype"], args.model_path)
+    genotype = fmt.from_dict(state["genotype"], args.model_path)
     a = state["args"]
     model = network_cls(a["init_channels"], num_classes, a["layers"], a["auxiliary"], genotype)
     model.load_state_dict(state["model"])
@@ -207,12 +214,12 @@ def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: di
     return {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"]}
 
 
-def resume_source(resume: tuple[Path, dict]) -> list[tuple[str, object]]:
+def resume_source(resume: tuple[Path, dict], fmt: ArchFormat) -> list[tuple[str, object]]:
     """The [(label, genotype)] of a run being resumed, read from its checkpoint."""
     path, state = resume
     if not {"genotype", "genotype_source", "args", "log_bytes"} <= set(state):
-        raise utils.UserError(f"{path}: not a resumable checkpoint of train.py / train_imagenet.py")
-    return [(state["genotype_source"], genotype_from_dict(state["genotype"], str(path)))]
+        raise utils.UserError(f"{path}: not a resumable checkpoint of train.py / train_imagenet.py / train_nb201.py")
+    return [(state["genotype_source"], fmt.from_dict(state["genotype"], str(path)))]
 
 
 RESUME_MUST_MATCH = ("init_channels", "layers", "auxiliary", "epochs", "batch_size", "learning_rate",
@@ -222,14 +229,14 @@ RESUME_MUST_MATCH = ("init_channels", "layers", "auxiliary", "epochs", "batch_si
 def check_resumable(path: Path, state: dict, args) -> None:
     """Refuse a checkpoint written under another configuration (one line naming the flag)."""
     old = state["args"]
-    for key in RESUME_MUST_MATCH + tuple(k for k in ("dataset", "lr_scheduler") if k in old):
+    for key in RESUME_MUST_MATCH + tuple(k for k in ("dataset", "lr_scheduler", "nesterov") if k in old):
         if old.get(key) != getattr(args, key, None):
             raise utils.UserError(f"{path}: checkpoint from a different configuration "
                                   f"(--{key} {old.get(key)} there, {getattr(args, key, None)} now)")
 
 
 def open_run(args, label: str, genotype, world: distributed.World, run_root: str, kind: str,
-             resume: tuple[Path, dict] | None) -> Path:
+             resume: tuple[Path, dict] | None, fmt: ArchFormat) -> Path:
     """The evaluation run directory (new, or the one being resumed), with its log, args.json and
     drawing of the cells; only rank 0 writes."""
     if resume:
@@ -238,15 +245,16 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
         if world.is_main:
             utils.truncate_to(run_dir / "log.txt", state["log_bytes"])  # drop the lost epoch's lines
     else:
+        suffix = fmt.short_name(label)  # g<epoch>, g<genotype name>, g<architecture in short>
         run_dir = utils.shared_run_dir(
-            world, lambda: utils.make_run_dir(run_root, kind, args.save, f"g{Path(label).stem}"))
+            world, lambda: utils.make_run_dir(run_root, kind, args.save, f"g{suffix}"))
     utils.setup_logging(run_dir, world.is_main)
     log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device,
              world.world_size, vars(args))
     if world.is_main and not resume:
         utils.write_json(run_dir / "args.json", vars(args))
         try:
-            plot_genotype(genotype, run_dir / "genotype")
+            fmt.draw(genotype, run_dir / "genotype")
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
     return run_dir
@@ -254,12 +262,12 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
 
 def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
                    criterion, lr_at: Callable[[int], float], world: distributed.World, run_root: str,
-                   kind: str, resume: tuple[Path, dict] | None = None) -> dict:
+                   kind: str, resume: tuple[Path, dict] | None = None, fmt: ArchFormat = GENOTYPE_FORMAT) -> dict:
     """Train `genotype` from scratch in its own run directory `<run_root>/<kind>-<save>-<time>-g<name>`
     (or continue the run `resume` = (run directory, checkpoint)); write and return results.json."""
     start, device = time.time(), world.device
     train_set, test_set, num_classes = datasets
-    run_dir = open_run(args, label, genotype, world, run_root, kind, resume)
+    run_dir = open_run(args, label, genotype, world, run_root, kind, resume, fmt)
     utils.set_determinism(args.deterministic)
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
     model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
@@ -269,8 +277,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if resume:
         model.load_state_dict(resume[1]["model"])
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=fmt)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
     ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
@@ -283,8 +291,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     loaders = {"train": loader(train_part, True), "valid": loader(valid_part, False),
                "test": loader(test_set, False)}
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    extra = {"genotype": genotype_to_dict(genotype), "genotype_source": label, "args": vars(args)}
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
+    extra = {"genotype": fmt.to_dict(genotype), "genotype_source": label, "args": vars(args)}
     done = {}
     if resume:
         state = resume[1]
@@ -298,7 +306,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                   channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": dataset, "genotype_source": label,
-               "genotype": genotype_to_dict(genotype), "seed": args.seed,
+               "genotype": fmt.to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
                "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),
                "run_dir": str(run_dir)}
@@ -310,18 +318,24 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
 
 
 def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, image_size: int,
-        criterion, lr_at: Callable[[int], float], kind: str) -> list[dict]:
-    """The body of both training scripts: `--mode eval`, or train every requested genotype from
-    `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (or `--resume`);
-    under torchrun, on every process."""
+        criterion, lr_at: Callable[[int], float], kind: str, fmt: ArchFormat = GENOTYPE_FORMAT,
+        sources: Callable[[], list] | None = None) -> list[dict]:
+    """The body of the training scripts: `--mode eval`, or train every requested architecture
+    from `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (`sources()`
+    gives [(label, architecture)] instead where the script has other flags), or `--resume`;
+    `fmt` says how the architectures are stored. Under torchrun, on every process."""
     world = distributed.init(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     if args.mode == "eval":
-        return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world)]
+        return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world, fmt)]
     resume = utils.resume_checkpoint(args.resume) if args.resume else None
-    sources = (resume_source(resume) if resume else
-               utils.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict))
+    if resume:
+        found = resume_source(resume, fmt)
+    elif sources is not None:
+        found = sources()
+    else:
+        found = utils.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict)
     return [train_genotype(args, label, genotype, network_cls, datasets, image_size=image_size,
                            criterion=criterion, lr_at=lr_at, world=world,
-                           run_root=args.out_dir or base or "ckpt", kind=kind, resume=resume)
-            for label, genotype in sources]
+                           run_root=args.out_dir or base or "ckpt", kind=kind, resume=resume, fmt=fmt)
+            for label, genotype in found]

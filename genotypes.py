@@ -248,6 +248,13 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
 def load_from_run(base_dir: str | os.PathLike, name: int | str) -> tuple[Genotype, Path]:
     """The genotype of epoch `name` of a search run directory (negative: counted from the last
     epoch, -1 = the last), read from `results_of_7q/genotype/<epoch>.txt`."""
+    path = epoch_file(base_dir, name)
+    return load_genotype(path), path
+
+
+def epoch_file(base_dir: str | os.PathLike, name: int | str) -> Path:
+    """The file `results_of_7q/genotype/<epoch>.txt` of epoch `name` of a search run directory
+    (negative: counted from the last epoch, -1 = the last); GenotypeError when there is none."""
     base = Path(base_dir)
     if not base.is_dir():
         raise GenotypeError(f"{base}: no such search run directory")
@@ -265,8 +272,7 @@ def load_from_run(base_dir: str | os.PathLike, name: int | str) -> tuple[Genotyp
     if epoch not in epochs:
         raise GenotypeError(f"{base}: no genotype for epoch {name}; available: "
                             f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs) or -1 for the last")
-    path = folder / f"{epoch}.txt"
-    return load_genotype(path), path
+    return folder / f"{epoch}.txt"
 
 
 def genotype_to_dict(genotype: Genotype) -> dict:

@@ -1,4 +1,5 @@
-"""Evaluation networks built from any genotype: NetworkCIFAR and NetworkImageNet (DARTS layout)."""
+"""Evaluation networks built from any genotype: NetworkCIFAR and NetworkImageNet (DARTS layout),
+and NetworkNB201 from a NAS-Bench-201 architecture string (the benchmark's layout)."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import Genotype, cell_edges
-from operations import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+from operations import (
+    NB201_OPS, OPS, FactorizedReduce, Identity, ReLUConvBN, ResNetBasicblock, Zero, drop_path, nb201_layers,
+)
+from search_spaces import NB201_ENDPOINTS, parse_nb201_arch
 
 
 class Cell(nn.Module):
@@ -173,3 +177,54 @@ class NetworkImageNet(_Network):
         s0 = self.stem0(x)  # (N, C, H/4, W/4)
         s1 = self.stem1(s0)  # (N, C, H/8, W/8)
         return self._forward_cells(s0, s1)
+
+
+class NB201InferCell(nn.Module):
+    """A NAS-Bench-201 cell with one op per edge (affine BN, convolutions without bias): node i
+    (1..3) sums its edges from every earlier node, node 3 is the output. `layers` holds the ops in
+    edge order, as the benchmark's own cell names them."""
+
+    def __init__(self, ops: list[str], C: int):
+        super().__init__()
+        self.layers = nn.ModuleList(NB201_OPS[op](C, 1, True) for op in ops)
+
+    def forward(self, x: Tensor, drop_prob: float) -> Tensor:
+        nodes = [x]
+        for node in (1, 2, 3):
+            total = None
+            for op, (src, dst) in zip(self.layers, NB201_ENDPOINTS):
+                if dst != node:
+                    continue
+                h = op(nodes[src])
+                if self.training and drop_prob > 0.0 and not isinstance(op, (Identity, Zero)):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            nodes.append(total)
+        return nodes[-1]  # (N, C, H, W)
+
+
+class NetworkNB201(nn.Module):
+    """The NAS-Bench-201 network of one cell: a 3x3 stem to C channels, three stages of `layers`
+    cells (C, 2C, 4C) joined by residual stride-2 blocks, BN + ReLU, pooling, a classifier.
+    The same signature as the DARTS networks; there is no auxiliary head."""
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype: str):
+        super().__init__()
+        if auxiliary:
+            raise ValueError("NAS-Bench-201 networks have no auxiliary head")
+        ops = parse_nb201_arch(genotype, "NAS-Bench-201 architecture")
+        self.drop_path_prob = 0.0
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList(
+            ResNetBasicblock(C_in, C_out) if reduction else NB201InferCell(ops, C_out)
+            for C_in, C_out, reduction in nb201_layers(C, layers)
+        )
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * C, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        s = self.stem(x)  # (N, C, H, W)
+        for cell in self.cells:
+            s = cell(s, self.drop_path_prob) if isinstance(cell, NB201InferCell) else cell(s)
+        return self.classifier(self.global_pooling(self.lastact(s)).flatten(1)), None

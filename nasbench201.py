@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 from cli import ArgumentParser, UserError, run_cli
@@ -56,7 +57,9 @@ def _nas_bench_201(path: Path):
         saved = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
         os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
         try:
-            return api.NASBench201API(str(path), verbose=False)
+            with warnings.catch_warnings():  # PyTorch's notice that the variable is set
+                warnings.simplefilter("ignore", UserWarning)
+                return api.NASBench201API(str(path), verbose=False)
         finally:
             if saved is None:
                 del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,11 +178,13 @@ def read_arch_json(path: str | Path, from_dict) -> object:
 
 @dataclass(frozen=True)
 class ArchFormat:
-    """How one kind of architecture is written (JSON), read back, drawn and named in tables."""
+    """How one kind of architecture is written (JSON), read back and drawn, and the short name an
+    evaluation run directory takes from the architecture's source label."""
     kind: str
-    to_dict: object
-    from_dict: object
-    draw: object
+    to_dict: Callable
+    from_dict: Callable
+    draw: Callable
+    short_name: Callable = lambda label: Path(label).stem
 
 
 def _draw_genotype(genotype, prefix):
@@ -194,8 +197,21 @@ def _draw_nb201(arch_str, prefix):
     return plot_nb201(arch_str, prefix)
 
 
+_NB201_SHORT = {"none": "N", "skip_connect": "S", "nor_conv_1x1": "C1", "nor_conv_3x3": "C3", "avg_pool_3x3": "P"}
+
+
+def _nb201_short_name(label: str) -> str:
+    """An architecture string as its ops per node, e.g. C3-C3P-SC3S; a file label as its stem."""
+    if not label.lstrip().startswith("|"):
+        return Path(label).stem
+    ops = parse_nb201_arch(label)
+    return "-".join("".join(_NB201_SHORT[ops[e]] for e, (_, dst) in enumerate(NB201_ENDPOINTS) if dst == node)
+                    for node in (1, 2, 3))
+
+
 GENOTYPE_FORMAT = ArchFormat("genotype", genotype_to_dict, genotype_from_dict, _draw_genotype)
-NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, _draw_nb201)
+NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, _draw_nb201,
+                          _nb201_short_name)
 
 
 class SearchSpace(ABC):

@@ -11,7 +11,13 @@ when that search was not scanned. A missing `dataset` is "imagenet" for `imagene
 directories, else "cifar10"; a missing `world_size` is 1.
 
 Printed: one table per dataset with one row per variant, then `### searches`, one row per search
-variant (also the searches not evaluated yet). Figures read `mean ± std`, std being the sample
+variant (also the searches not evaluated yet). Searches in another space than the DARTS space carry
+it in brackets (`FP-DARTS-s1r [s3]`), searches on another data set than CIFAR-10 name it
+(`... on svhn`). When there are any, two more tables follow: `### RobustDARTS S1-S4`, the test error
+(100 - top-1) of the evaluated cells per space and data set, and `### NAS-Bench-201`, the
+benchmark accuracies of the searches' final cells (valid and test on CIFAR-10, CIFAR-100 and
+ImageNet16-120, as recorded by `--nb201_file` or `nasbench201.py`), one row per variant and data set
+searched on. Figures read `mean ± std`, std being the sample
 standard deviation (n - 1); a single run shows its value alone, without `±`. Decimals: accuracies,
 params (M) and search cost 2, mult-adds (M) 1. Search cost is `search_cost_seconds * world_size /
 3600` of each distinct linked search run, in GPU-hours; when a search ran on a device other than
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from fileio import atomic_write  # noqa: E402
+from nasbench201 import METRICS  # noqa: E402
 
 log = logging.getLogger("collect_results")
 
@@ -42,6 +49,9 @@ CSV_FIELDS = ("dataset", "variant", "n", "test_top1_mean", "test_top1_std", "par
               "multadds_M_mean", "multadds_M_std", "search_gpu_hours_mean", "search_gpu_hours_std")
 EVAL_COLUMNS = ("Variant", "Test top-1 (%)", "Params (M)", "Mult-adds (M)", "Search cost (GPU-h)", "Seeds")
 SEARCH_COLUMNS = ("Variant", "Supernet valid top-1 (%)", "Search cost (GPU-h)", "Searches")
+ROBUST_SPACES, ROBUST_DATASETS = ("s1", "s2", "s3", "s4"), ("cifar10", "cifar100", "svhn")
+NB201_COLUMNS = ("Variant", "CIFAR-10 valid", "CIFAR-10 test", "CIFAR-100 valid", "CIFAR-100 test",
+                 "ImageNet16-120 valid", "ImageNet16-120 test", "Search cost (GPU-h)", "Searches")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +122,19 @@ def unlinked_variant(source: str) -> str:
     return search.name if search is not None else (Path(source).stem or source or "unknown")
 
 
+def space_of(search: dict | None) -> str:
+    """The search space of a search's results (older ones, without the key: the DARTS space)."""
+    return str((search or {}).get("search_space") or "darts")
+
+
+def labelled(variant: str, search: dict, dataset: bool = False) -> str:
+    """`variant`, with the search space in brackets unless it is the DARTS space, and (with
+    `dataset`) the data set searched on unless it is CIFAR-10."""
+    space, searched = space_of(search), search.get("dataset") or "cifar10"
+    return variant + ("" if space == "darts" else f" [{space}]") + (
+        f" on {searched}" if dataset and searched != "cifar10" else "")
+
+
 def gpu_hours(search: dict) -> float | None:
     """Device-hours of a search: wall seconds times processes (a missing world_size is 1) / 3600."""
     seconds = _number(search.get("search_cost_seconds"))
@@ -135,7 +158,7 @@ def evaluation_rows(searches: dict[Path, dict], evals: list[tuple[Path, dict]]) 
     for run_dir, data in evals:
         search = find_search(run_dir, data, searches)
         source = str(data.get("genotype_source", ""))
-        variant = searches[search]["variant"] if search else unlinked_variant(source)
+        variant = labelled(searches[search]["variant"], searches[search]) if search else unlinked_variant(source)
         dataset = data.get("dataset") or ("imagenet" if run_dir.name.startswith("imagenet-") else "cifar10")
         groups.setdefault((str(dataset), variant), []).append((data, search))
     rows = []
@@ -144,7 +167,9 @@ def evaluation_rows(searches: dict[Path, dict], evals: list[tuple[Path, dict]]) 
         columns = {key: [v for d, _ in runs if (v := _number(d.get(field))) is not None]
                    for key, field in (("test_top1", "final_test_top1"), ("params_M", "params_M"),
                                       ("multadds_M", "multadds_M"))}
-        row = {"table": dataset, "dataset": dataset, "variant": variant, "n": len(runs)}
+        row = {"table": dataset, "dataset": dataset, "variant": variant, "n": len(runs),
+               "search_space": space_of(linked[0] if linked else None),
+               "base_variant": linked[0]["variant"] if linked else variant}
         rows.append(summarise(row, columns, linked))
     return rows
 
@@ -153,13 +178,52 @@ def search_rows(searches: dict[Path, dict]) -> list[dict]:
     """One row per search variant (evaluated or not), sorted by variant."""
     groups: dict[str, list[dict]] = {}
     for data in searches.values():
-        groups.setdefault(data["variant"], []).append(data)
+        groups.setdefault(labelled(data["variant"], data, dataset=True), []).append(data)
     rows = []
     for variant, runs in sorted(groups.items()):
         valid = [v for d in runs if (v := _number(d.get("final_valid_top1"))) is not None]
         rows.append(summarise({"table": "searches", "variant": variant, "n": len(runs)},
                               {"valid_top1": valid}, runs))
     return rows
+
+
+def nb201_rows(searches: dict[Path, dict]) -> list[dict]:
+    """One row per (variant, data set searched on) of the NAS-Bench-201 searches: the mean and
+    std of the benchmark accuracies of their final cells (searches not looked up count in n only)."""
+    groups: dict[str, list[dict]] = {}
+    for data in searches.values():
+        if space_of(data) == "nb201":
+            groups.setdefault(labelled(data["variant"], {**data, "search_space": "darts"}, dataset=True),
+                              []).append(data)
+    rows = []
+    for variant, runs in sorted(groups.items()):
+        found = [d["benchmark"] for d in runs if isinstance(d.get("benchmark"), dict)]
+        columns = {key: [v for b in found if (v := _number(b.get(key))) is not None] for key, _, _ in METRICS}
+        rows.append(summarise({"table": "NAS-Bench-201", "variant": variant, "n": len(runs)}, columns, runs))
+    return rows
+
+
+def robustdarts_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of the S1-S4 table: test error (100 - top-1) per space and data set."""
+    part = [r for r in rows if r.get("search_space") in ROBUST_SPACES and r["dataset"] in ROBUST_DATASETS]
+    if not part:
+        return []
+    body = []
+    for variant, space in sorted({(r["base_variant"], r["search_space"]) for r in part}, key=lambda k: (k[1], k[0])):
+        cells = []
+        for dataset in ROBUST_DATASETS:
+            match = [r for r in part if (r["base_variant"], r["search_space"], r["dataset"]) == (variant, space, dataset)]
+            if not match:
+                cells.append("–")
+                continue
+            mean, std, n = match[0]["test_top1_mean"], match[0]["test_top1_std"], match[0]["n"]
+            error = "–" if mean is None else f"{100 - mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
+            cells.append(f"{error} ({n})")
+        body.append((space.upper(), variant, *cells))
+    header = ("Space", "Variant", "CIFAR-10", "CIFAR-100", "SVHN")
+    rule = ["---", "---"] + ["---:"] * 3
+    return ["### RobustDARTS S1-S4: test error (%) (seeds)", "",
+            *("| " + " | ".join(c) + " |" for c in (header, rule, *body)), ""]
 
 
 def cell(row: dict, name: str, decimals: int) -> str:
@@ -182,8 +246,13 @@ def markdown(rows: list[dict]) -> str:
     for table in dict.fromkeys(r["table"] for r in rows):
         part = [r for r in rows if r["table"] == table]
         if table == "searches":
+            lines += robustdarts_table(rows)
             header = SEARCH_COLUMNS
             body = [(r["variant"], cell(r, "valid_top1", 2), cost_cell(r), str(r["n"])) for r in part]
+        elif table == "NAS-Bench-201":
+            header = NB201_COLUMNS
+            body = [(r["variant"], *(cell(r, key, 2) for key, _, _ in METRICS), cost_cell(r), str(r["n"]))
+                    for r in part]
         else:
             header = EVAL_COLUMNS
             body = [(r["variant"], cell(r, "test_top1", 2), cell(r, "params_M", 2), cell(r, "multadds_M", 1),
@@ -215,7 +284,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     searches, evals = scan(roots)
     if not searches and not evals:
         raise UserError(f"no results.json of a search or evaluation run under {', '.join(args.roots)}")
-    rows = evaluation_rows(searches, evals) + search_rows(searches)
+    rows = evaluation_rows(searches, evals) + search_rows(searches) + nb201_rows(searches)
     text = to_csv(rows)
     if args.format in ("markdown", "both"):
         sys.stdout.write(markdown(rows))

@@ -51,6 +51,24 @@ def make_image_folder(root: Path, size: int = 32, classes: int = 3, train: int =
     return root
 
 
+def make_imagenet16(root: Path, per_file: int = 6) -> Path:
+    """ImageNet16-120 as NAS-Bench-201 reads it: `train_data_batch_1..10` and `val_data`, pickled
+    dicts of `data` (n, 768) uint8 and 1-based `labels` over all 1,000 classes (every third image
+    is of a class above 120, which the loader drops)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
+        labels = [int(rng.randint(121, 1001)) if i % 3 == 2 else int(rng.randint(1, 121)) for i in range(per_file)]
+        entry = {"data": rng.randint(0, 256, (per_file, 768), dtype=np.uint8), "labels": labels}
+        with open(root / name, "wb") as f:
+            pickle.dump(entry, f)
+    return root
+
+
 TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
                "--layers", "3", "--steps", "2", "--epochs", "3", "--warmup", "1", "--prune_interval", "1",
                "--report_freq", "100", "--seed", "3"]

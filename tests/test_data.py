@@ -101,3 +101,30 @@ def test_cutout_zeroes_a_square():
     img = Cutout(4)(torch.ones(3, 16, 16))
     zeros = (img == 0).all(0)
     assert 4 <= int(zeros.sum()) <= 16 and torch.equal(img[0] == 0, zeros)
+
+
+def test_imagenet16_reads_the_pickles_and_keeps_120_classes(tmp_path):
+    import pickle
+
+    from conftest import make_imagenet16
+
+    root = make_imagenet16(tmp_path / "ImageNet16")
+    train, test, classes = get_datasets("imagenet16", str(root), cutout=True)
+    assert classes == 120 and len(train) == 10 * 4 and len(test) == 4  # 2 of every 6 dropped
+    x, y = train[0]
+    assert x.shape == (3, 16, 16) and 0 <= y < 120
+    with open(root / "val_data", "rb") as f:
+        raw = pickle.load(f)
+    first = raw["data"][0].reshape(3, 16, 16)  # the red plane, then green, then blue
+    assert test.targets[0] == raw["labels"][0] - 1
+    assert np.array_equal(np.asarray(test.data[0]), first.transpose(1, 2, 0))
+    expected = (torch.tensor(first, dtype=torch.float32) / 255 - torch.tensor(data.IMAGENET16_MEAN).view(3, 1, 1)) \
+        / torch.tensor(data.IMAGENET16_STD).view(3, 1, 1)
+    assert torch.allclose(test[0][0], expected, atol=1e-5)
+
+
+def test_missing_imagenet16_says_where_to_put_it(tmp_path):
+    with pytest.raises(DatasetMissing) as info:
+        get_datasets("imagenet16", str(tmp_path))
+    message = str(info.value)
+    assert "train_data_batch_1" in message and "val_data" in message and "\n" not in message
