@@ -162,3 +162,39 @@ def test_errors(tmp_path, args, message):
     result = run_cli(SCRIPT, *args, cwd=tmp_path, check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message)
+
+
+def test_search_space_tables(tmp_path):
+    """S1-S4 evaluations give the test-error table per space and data set; NAS-Bench-201 searches
+    the benchmark table; neither mixes with the DARTS-space rows of the same variant."""
+    for k, (space, dataset, top1) in enumerate((("s2", "cifar10", 96.0), ("s2", "cifar10", 97.0),
+                                                ("s2", "svhn", 97.5), ("s3", "cifar100", 75.0))):
+        run = search(tmp_path, f"search-{space}_{dataset}-2024010{k}-000000-task{k}", S1R, k, 3600, 80.0,
+                     dataset=dataset, search_space=space)
+        evaluation(run / "eval-x-g49", top1, 3.0, 500.0, run / "results_of_7q" / "genotype" / "49.txt",
+                   dataset=dataset)
+    darts = search(tmp_path, "search-s1r-20240109-000000-task0", S1R, 0, 3600, 80.0, dataset="cifar10")
+    evaluation(darts / "eval-y-g49", 97.6, 3.5, 600.0, darts / "results_of_7q" / "genotype" / "49.txt",
+               dataset="cifar10")
+    for k, base in enumerate((90.0, 92.0)):
+        bench = {key: base + i for i, key in enumerate(("cifar10_valid", "cifar10_test", "cifar100_valid",
+                                                         "cifar100_test", "imagenet16_valid", "imagenet16_test"))}
+        search(tmp_path, f"search-nb201_cifar10-2024011{k}-000000-task{k}", S1R, k, 1800, 60.0,
+               dataset="cifar10", search_space="nb201", benchmark=bench)
+    search(tmp_path, "search-nb201_cifar100-20240120-000000-task0", S1R, 0, 1800, 60.0,
+           dataset="cifar100", search_space="nb201", benchmark=None)
+    out = run_cli(SCRIPT, tmp_path).stdout
+    assert "| FP-DARTS-s1r | 97.60 | 3.50 | 600.0 | 1.00 | 1 |" in out  # the DARTS space alone
+    assert "| FP-DARTS-s1r [s2] | 96.50 ± 0.71 | 3.00 ± 0.00 | 500.0 ± 0.0 | 1.00 ± 0.00 | 2 |" in out
+    robust = out[out.index("### RobustDARTS S1-S4"):out.index("### searches")]
+    assert robust.splitlines()[2:6] == [
+        "| Space | Variant | CIFAR-10 | CIFAR-100 | SVHN |",
+        "| --- | --- | ---: | ---: | ---: |",
+        "| S2 | FP-DARTS-s1r | 3.50 ± 0.71 (2) | – | 2.50 (1) |",
+        "| S3 | FP-DARTS-s1r | – | 25.00 (1) | – |",
+    ]
+    nb201 = out[out.index("### NAS-Bench-201"):]
+    assert "| FP-DARTS-s1r | 91.00 ± 1.41 | 92.00 ± 1.41 | 93.00 ± 1.41 | 94.00 ± 1.41 | 95.00 ± 1.41 | " \
+           "96.00 ± 1.41 | 0.50 ± 0.00 | 2 |" in nb201
+    assert "| FP-DARTS-s1r on cifar100 | – | – | – | – | – | – | 0.50 | 1 |" in nb201
+    assert "| FP-DARTS-s1r [s2] on svhn | 80.00 | 1.00 | 1 |" in out  # the searches table

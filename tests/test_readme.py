@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import nasbench201
 import train
 import train_imagenet
+import train_nb201
 import train_search
 import visualize
 
@@ -24,7 +26,7 @@ def load_script(name: str):
 
 
 SCRIPTS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet,
-           "visualize.py": visualize,
+           "train_nb201.py": train_nb201, "nasbench201.py": nasbench201, "visualize.py": visualize,
            **{f"scripts/{n}.py": load_script(f"scripts/{n}.py")
               for n in ("select_genotype", "collect_results", "make_imagenet_subset")}}
 

@@ -12,6 +12,8 @@ import train_imagenet
 import train_search
 
 PARSERS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet}
+SPACE_DATASETS = {"s1": "cifar10 cifar100 svhn", "s2": "cifar10 cifar100 svhn", "s3": "cifar10 cifar100 svhn",
+                  "s4": "cifar10 cifar100 svhn", "nb201": "cifar10 cifar100 imagenet16"}
 
 
 def dry_run(script: str, **env) -> list[list[str]]:
@@ -49,3 +51,33 @@ def test_run_fulltrain_imagenet_trains_the_selected_genotype():
     args = train_imagenet.build_parser().parse_args(command[1:])
     assert (args.base_path, args.genotype_name, args.batch_size) == ("ckpt/search-x", 59, 768)
     assert args.auxiliary
+
+
+def test_run_search_spaces_has_the_authors_settings():
+    commands = dry_run("run_search_spaces.sh", NB201_FILE="bench.pth")
+    runs = {(a.search_space, a.dataset, a.seed) for a in (train_search.build_parser().parse_args(c[1:]) for c in commands)}
+    assert runs == {(s, d, seed) for s, ds in SPACE_DATASETS.items() for d in ds.split() for seed in (0, 1, 2)}
+    assert len(commands) == len(runs) == 45
+    for command in commands:
+        a = train_search.build_parser().parse_args(command[1:])
+        assert (a.sal_type, a.num_compare, a.reg_alpha) == ("task", 5, 0.1)
+        if a.search_space == "nb201":
+            assert (a.epochs, a.warmup, a.nesterov, a.weight_decay, a.batch_size) == (40, 10, True, 5e-4, 64)
+            assert (a.init_channels, a.layers, a.nb201_file) == (16, 5, "bench.pth")
+        else:
+            assert (a.epochs, a.warmup, a.nb201_file) == (50, 20, None)
+
+
+def test_run_search_spaces_evaluates_in_robustdarts_sizes(tmp_path):
+    runs = []
+    for name in ("search-s3_cifar10-20240101-000000-task0", "search-s1_svhn-20240101-000000-task1",
+                 "search-s2_cifar100-20240101-000000-task0", "search-s4_cifar10-20240101-000000-task2"):
+        (tmp_path / name).mkdir()
+        if "s4" not in name:  # the s4 search has not finished: skipped
+            (tmp_path / name / "genotype.json").write_text("{}")
+        runs.append(str(tmp_path / name))
+    commands = dry_run("run_search_spaces.sh", STAGE="eval", RUNS=" ".join(runs))
+    sizes = {c[c.index("--base_dir") + 1]: train.build_parser().parse_args(c[1:]) for c in commands}
+    assert [(a.dataset, a.layers, a.init_channels, a.cutout, a.auxiliary) for a in sizes.values()] == [
+        ("cifar10", 20, 36, True, True), ("svhn", 8, 16, True, True), ("cifar100", 8, 16, True, True)]
+    assert list(sizes) == runs[:3]
