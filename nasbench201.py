@@ -39,6 +39,19 @@ METRICS = (
 )
 
 
+KEYS = [key for key, _, _ in METRICS]
+
+
+def summary(rows: list[dict], path: str | os.PathLike) -> dict:
+    """The NAS-Bench-201 fields of a search's results.json from its per-epoch rows
+    ({"epoch", "arch_str", KEYS...}; figures may be missing): the final cell and its accuracies,
+    every epoch's, and the benchmark file."""
+    final = rows[-1]
+    return {"arch_str": final["arch_str"], "benchmark": {k: final.get(k) for k in KEYS},
+            "benchmark_per_epoch": [{k: r.get(k) for k in ("epoch", "arch_str", *KEYS)} for r in rows],
+            "benchmark_file": str(path)}
+
+
 def _import(module: str, package: str):
     try:
         return __import__(module)
@@ -121,14 +134,12 @@ def lookup_run(benchmark: Benchmark, run_dir: Path) -> dict:
                             "train_search.py --search_space nb201 run?)") from None
     if not archs:
         raise UserError(f"{run_dir}: no per-epoch architectures in results_of_7q/genotype/")
-    per_epoch = [{"epoch": e, "arch_str": a, **benchmark.lookup(a)} for e, a in sorted(archs.items())]
-    final = per_epoch[-1]
-    summary = {"arch_str": final["arch_str"], "benchmark": {k: final[k] for k, _, _ in METRICS},
-               "benchmark_per_epoch": per_epoch, "benchmark_file": str(benchmark.path)}
+    found = summary([{"epoch": e, "arch_str": a, **benchmark.lookup(a)} for e, a in sorted(archs.items())],
+                    benchmark.path)
     results = run_dir / "results.json"
     if results.is_file():
-        write_json(results, {**json.loads(results.read_text()), **summary})
-    return summary
+        write_json(results, {**json.loads(results.read_text()), **found})
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,10 +164,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for run_dir in args.runs:
         found = lookup_run(benchmark, run_dir)
         rows.append({"source": str(run_dir), "arch_str": found["arch_str"], **found["benchmark"]})
-    keys = [k for k, _, _ in METRICS]
-    print("\t".join(["source", *keys, "arch_str"]))
+    print("\t".join(["source", *KEYS, "arch_str"]))
     for row in rows:
-        print("\t".join([row["source"], *(f"{row[k]:.2f}" for k in keys), row["arch_str"]]))
+        print("\t".join([row["source"], *(f"{row[k]:.2f}" for k in KEYS), row["arch_str"]]))
     return rows
 
 

@@ -20,13 +20,12 @@ import utils
 from architect import REG_TYPES, Architect
 from data import DATASETS, get_datasets, make_loader, sample_order, split_indices
 from model_search import Supernet, supernet
-from nasbench201 import HOW_TO, METRICS, Benchmark
+import nasbench201
 from saliency import SAL_TYPES, Pruner
 from search_spaces import SPACES, get_space
 from visualize import GraphvizMissing
 
 log = utils.logger
-BENCHMARK_KEYS = [key for key, _, _ in METRICS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,7 +268,7 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
     the NAS-Bench-201 benchmark, read by rank 0 only: it is large)."""
     train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
                                              cutout_length=args.cutout_length, image_size=args.image_size)
-    benchmark = distributed.on_main(lambda: Benchmark(args.nb201_file)) if args.nb201_file else None
+    benchmark = distributed.on_main(lambda: nasbench201.Benchmark(args.nb201_file)) if args.nb201_file else None
     state = None
     if args.resume:
         run_dir, state = utils.resume_checkpoint(args.resume)
@@ -312,7 +311,7 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
                     num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min)
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
     if args.search_space == "nb201" and args.nb201_file is None:
-        log.info(HOW_TO.format(run_dir=run_dir))
+        log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
     return SimpleNamespace(
@@ -342,7 +341,7 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
         scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
                    "valid/top1": valid["top1"], "lr": lr,
                    **{f"live_ops/{t}": n for t, n in zip(model.space.cell_types, pruner.live_ops())},
-                   **{f"nb201/{k}": v for k, v in row.items() if k in BENCHMARK_KEYS}}
+                   **{f"nb201/{k}": v for k, v in row.items() if k in nasbench201.KEYS}}
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
         if args.save_one_shot:
@@ -374,8 +373,9 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
-    if space.name == "nb201":
-        results.update(nb201_results(args, genotype, rows))
+    if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
+        results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
+                       else {"arch_str": genotype, "benchmark": None})
     if run.world.is_main:
         space.save(genotype, run_dir / "genotype.json")
         try:
@@ -384,7 +384,7 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
             log.warning("no drawing of the cells: %s", e)
         utils.write_json(run_dir / "results.json", results)
         if space.name == "nb201" and not args.nb201_file:
-            log.info(HOW_TO.format(run_dir=run_dir))
+            log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results
 
@@ -414,16 +414,6 @@ def main(argv: list[str] | None = None) -> dict:
         genotype, valid = end_epoch(run, epoch, lr, train, meters, rows)
     run.writer.close()
     return finish(run, genotype, valid, rows)
-
-
-def nb201_results(args, arch_str: str, rows: list[dict]) -> dict:
-    """What results.json adds for NAS-Bench-201: the architecture string and, with --nb201_file,
-    the benchmark accuracies of the final cell and of every epoch's cell."""
-    if not args.nb201_file:
-        return {"arch_str": arch_str, "benchmark": None}
-    per_epoch = [{k: r.get(k) for k in ("epoch", "arch_str", *BENCHMARK_KEYS)} for r in rows]
-    return {"arch_str": arch_str, "benchmark": {k: rows[-1].get(k) for k in BENCHMARK_KEYS},
-            "benchmark_per_epoch": per_epoch, "benchmark_file": args.nb201_file}
 
 
 RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file"}

@@ -153,3 +153,29 @@ def test_search_resumes_on_another_number_of_processes(tmp_path):
     keys = [(e["epoch"], e["step"], e["cell"]) for e in map(json.loads, lines)]
     assert len(keys) == len(set(keys)) > len(before)
     assert "random streams seeded afresh" in (run / "log.txt").read_text()
+
+
+NB201 = ["--search_space", "nb201", "--dataset", "digits", "--subset", "64", "--batch_size", "16",
+         "--init_channels", "4", "--layers", "1", "--warmup", "1", "--prune_interval", "1",
+         "--report_freq", "100", "--seed", "3"]
+
+
+def test_nb201_search_on_two_processes(tmp_path):
+    """The NAS-Bench-201 supernet under DDP keeps one architecture; a benchmark file that lacks
+    a cell stops every process with the one-line error (rank 0 reads the file, none waits)."""
+    from nb201_bench import make_benchmark
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    torchrun(2, "train_search.py", *NB201, "--epochs", "3", "--out_dir", tmp_path / "out", probe_dir=probe)
+    ranks = probes(probe)
+    assert_same_state(ranks[0]["state"], ranks[1]["state"])
+    assert ranks[0]["result"]["arch_str"] == ranks[1]["result"]["arch_str"]
+    assert 6 < ranks[0]["state"]["keep_cell"].sum() < 30  # pruning happened
+    other = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    bench = make_benchmark(tmp_path / "bench.pth", {other: 50.0})
+    failed = torchrun(2, "train_search.py", *NB201, "--epochs", "2", "--nb201_file", bench,
+                      "--out_dir", tmp_path / "fails", check=False)
+    assert failed.returncode != 0 and "is not in this benchmark file" in failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("is not in this benchmark file" in e for e in errors)  # one per process
