@@ -19,6 +19,7 @@ from torch import Tensor
 
 from fileio import atomic_write
 from genotypes import PRIMITIVES, Genotype, GenotypeError, genotype_from_dict, genotype_to_dict
+from visualize import plot_genotype, plot_nb201
 
 # RobustDARTS (Zela et al., ICLR 2020) S1: two ops per edge, its own pair on every edge of each
 # cell type, edges in architecture-row order (0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..., 4->5).
@@ -187,16 +188,6 @@ class ArchFormat:
     short_name: Callable = lambda label: Path(label).stem
 
 
-def _draw_genotype(genotype, prefix):
-    from visualize import plot_genotype
-    return plot_genotype(genotype, prefix)
-
-
-def _draw_nb201(arch_str, prefix):
-    from visualize import plot_nb201
-    return plot_nb201(arch_str, prefix)
-
-
 _NB201_SHORT = {"none": "N", "skip_connect": "S", "nor_conv_1x1": "C1", "nor_conv_3x3": "C3", "avg_pool_3x3": "P"}
 
 
@@ -209,8 +200,8 @@ def _nb201_short_name(label: str) -> str:
                     for node in (1, 2, 3))
 
 
-GENOTYPE_FORMAT = ArchFormat("genotype", genotype_to_dict, genotype_from_dict, _draw_genotype)
-NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, _draw_nb201,
+GENOTYPE_FORMAT = ArchFormat("genotype", genotype_to_dict, genotype_from_dict, plot_genotype)
+NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, plot_nb201,
                           _nb201_short_name)
 
 
