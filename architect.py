@@ -46,12 +46,19 @@ class Architect:
 
     def step(self, x_val: Tensor, y_val: Tensor, x_train: Tensor | None = None,
              y_train: Tensor | None = None, eta: float = 0.0,
-             weight_optimizer: torch.optim.Optimizer | None = None) -> float:
+             weight_optimizer: torch.optim.Optimizer | None = None,
+             beta_grad: bool = False) -> float:
         """One Adam step on the alphas; the unrolled variant also needs the training batch,
-        the current weight learning rate `eta` and the weight optimizer (for its momentum)."""
+        the current weight learning rate `eta` and the weight optimizer (for its momentum).
+
+        `beta_grad` (first order): the same step with the mixing weights as a leaf of its graph,
+        which leaves (β, ∂CE/∂β) of the batch in `self.beta_grad` at no extra backward pass
+        (saliency from the architecture steps)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.unrolled:
             loss = self._unrolled_backward(x_val, y_val, x_train, y_train, eta, weight_optimizer)
+        elif beta_grad:
+            loss = self._leaf_backward(x_val, y_val)
         else:
             loss = self.val_loss(x_val, y_val)
             # Only the alphas need gradients: skipping the weights' saves part of the backward.
@@ -60,6 +67,19 @@ class Architect:
         distributed.average_gradients(self.model.arch_parameters())
         self.optimizer.step()
         return loss.item()
+
+    def _leaf_backward(self, x: Tensor, y: Tensor) -> Tensor:
+        """The first-order backward through a β leaf: ∂CE/∂β by one backward to the leaf, then the
+        alphas' gradient through the softmax (and the regulariser), as `val_loss` would give."""
+        model = self.model
+        betas = model.betas()  # (cell types, edges, n_ops), a function of the alphas
+        leaf = betas.detach().requires_grad_(True)
+        ce = F.cross_entropy(model(x, betas=leaf), y)
+        (grad,) = torch.autograd.grad(ce, leaf)
+        reg = self.reg_alpha * pruned_op_regularizer(betas, model.masks(), self.reg_type)
+        torch.autograd.backward([betas, reg], [grad, torch.ones_like(reg)], inputs=model.arch_parameters())
+        self.beta_grad = (leaf.detach(), grad)
+        return (ce + reg).detach()
 
     # ---------------------------------------------------------- second order (DARTS, unrolled)
 

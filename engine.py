@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import distributed
+import timing
 import utils
 from data import holdout_split, make_loader, transforms
 from search_spaces import GENOTYPE_FORMAT, ArchFormat
@@ -72,9 +73,13 @@ def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaul
 
 def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torch.device, *,
                     grad_clip: float, aux_weight: float = 0.0, amp: bool = False,
-                    channels_last: bool = False, report_freq: int = 50) -> dict:
-    """One pass over `loader`; the auxiliary logits (if any) add `aux_weight` times their loss."""
+                    channels_last: bool = False, report_freq: int = 50,
+                    rest: Callable[[float], float] | None = None) -> dict:
+    """One pass over `loader`; the auxiliary logits (if any) add `aux_weight` times their loss.
+    The progress lines give images/s and the epoch's ETA; with `rest` (seconds of the run after
+    this epoch, given this epoch's projected seconds) the run's ETA too."""
     model.train()
+    rate = timing.Rate()
     loss_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -97,22 +102,27 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
         loss_m.update(loss.item(), y.size(0))
         top1_m.update(acc1, y.size(0))
         top5_m.update(acc5, y.size(0))
+        rate.update(y.size(0) * distributed.launched_processes())
         if step % report_freq == 0:
-            log.info("train %03d %e %f %f", step, loss_m.avg, top1_m.avg, top5_m.avg)
+            epoch_left = rate.step_seconds(step + 1) * (len(loader) - step - 1)
+            eta = "" if rest is None else f", run ETA {timing.duration(epoch_left + rest(rate.step_seconds(step + 1) * len(loader)))}"
+            log.info("train %03d %e %f %f  %.1f img/s, epoch ETA %s%s", step, loss_m.avg, top1_m.avg, top5_m.avg,
+                     rate.images_per_second(), timing.duration(epoch_left), eta)
     return utils.pooled_averages({"loss": loss_m, "top1": top1_m, "top5": top5_m})
 
 
 def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distributed.World, *,
         run_dir: Path, loaders: dict, epochs: int, lr_at: Callable[[int], float],
         drop_path_prob: float, grad_clip: float, aux_weight: float, amp: bool,
-        channels_last: bool, report_freq: int, extra_state: dict, start_epoch: int = 0,
-        history: list[dict] | None = None, elapsed: float = 0.0) -> list[dict]:
+        channels_last: bool, report_freq: int, extra_state: dict, timer: timing.PhaseTimer,
+        start_epoch: int = 0, history: list[dict] | None = None, elapsed: float = 0.0) -> list[dict]:
     """The epoch loop: lr from `lr_at(epoch)`, drop-path ramped linearly over the epochs, train,
-    evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint.
+    evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint; the seconds
+    of each phase (train, eval, files) go to `timer`, the log and TensorBoard.
 
     `model` may be wrapped in DDP; the network inside is what gets evaluated and saved. Returns
     the per-epoch rows (lr, train/valid/test loss, top-1, top-5). A resumed run passes
-    `start_epoch`, the rows so far and the seconds already spent.
+    `start_epoch`, the rows so far, the seconds already spent and its restored `timer`.
     """
     net, device = distributed.unwrap(model), world.device
     writer = utils.tensorboard_writer(run_dir, world.is_main)
@@ -124,30 +134,38 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         net.drop_path_prob = drop_path_prob * epoch / epochs
         log.info("epoch %d lr %e drop_path_prob %f", epoch, lr, net.drop_path_prob)
         loaders["train"].sampler.set_epoch(epoch)  # the epoch's shuffle, the same on every process
-        train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
-                                grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,
-                                channels_last=channels_last, report_freq=report_freq)
+        evaluation, left = timer.total.get("eval", 0.0) / max(len(history), 1), epochs - epoch - 1
+        rest = lambda seconds: evaluation + left * (seconds + evaluation)  # the run after this training pass
+        with timer("train"):
+            train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
+                                    grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,
+                                    channels_last=channels_last, report_freq=report_freq, rest=rest)
         row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in train.items()}}
-        distributed.sync_buffers(net)  # BN statistics: rank 0's, as DDP uses them
-        for split in ("valid", "test"):
-            if loaders.get(split) is not None:
-                metrics = utils.evaluate(net, loaders[split], eval_criterion, device)
-                row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        with timer("eval"):
+            distributed.sync_buffers(net)  # BN statistics: rank 0's, as DDP uses them
+            for split in ("valid", "test"):
+                if loaders.get(split) is not None:
+                    metrics = utils.evaluate(net, loaders[split], eval_criterion, device)
+                    row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        seconds = timer.lap()  # the epoch's (its checkpoint counts in the next epoch's files)
         log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
-        for key, value in row.items():
-            if key != "epoch":
-                writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        log.info("epoch %d time: %s", epoch, timing.summary(seconds))
+        scalars = {**{k.replace("_", "/", 1): v for k, v in row.items() if k != "epoch"},
+                   **{f"time/{k}": v for k, v in seconds.items()}}
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, epoch)
         history.append(row)
         # Everything an exact resume needs: weights, optimizer, every process's random states
         # (augmentations, drop-path) and how far the log had got; the data order is a function
         # of the seed and the epoch.
-        rng = utils.rng_states()
-        if world.is_main:
-            utils.save_checkpoint(run_dir / "checkpoint.pt", {
-                "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "history": history, "rng": rng, "elapsed": time.time() - clock,
-                "world_size": world.world_size, "log_bytes": (run_dir / "log.txt").stat().st_size,
-                **extra_state})
+        with timer("files"):
+            rng = utils.rng_states()
+            if world.is_main:
+                utils.save_checkpoint(run_dir / "checkpoint.pt", {
+                    "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "history": history, "rng": rng, "elapsed": time.time() - clock,
+                    "world_size": world.world_size, "log_bytes": (run_dir / "log.txt").stat().st_size,
+                    "timer": timer.state_dict(), **extra_state})
     writer.close()
     return history
 
@@ -293,21 +311,26 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.nesterov)
     extra = {"genotype": fmt.to_dict(genotype), "genotype_source": label, "args": vars(args)}
-    done = {}
+    done, timer = {}, timing.PhaseTimer(device)
     if resume:
         state = resume[1]
         optimizer.load_state_dict(state["optimizer"])
         utils.restore_rng(state["rng"], world, args.seed)
         done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
+        if "timer" in state:  # checkpoints from before the time accounting have none
+            timer.load_state_dict(state["timer"])
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    timer.total["setup"] = timer.total.get("setup", 0.0) + time.time() - start  # run directory, network, data
     history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
                   loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
                   grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
-                  channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra, **done)
+                  channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra,
+                  timer=timer, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": dataset, "genotype_source": label,
                "genotype": fmt.to_dict(genotype), "seed": args.seed,
-               "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0), "device": str(device),
+               "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0),
+               "time_seconds": dict(timer.total), "device": str(device),
                "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),
                "run_dir": str(run_dir)}
     if world.is_main:

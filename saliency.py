@@ -113,11 +113,14 @@ def hessian_diagonal_loop(loss_fn: Callable[[Tensor], Tensor], point: Tensor,
 
 
 def saliency_second_order(model: Supernet, batches: Iterable, device: torch.device,
-                          hessian_coef: float = 1.0, chunk: int = 16) -> Tensor:
+                          hessian_coef: float = 1.0, chunk: int = 16,
+                          first_order: Tensor | None = None) -> Tensor:
     """FP-DARTS s2: S = -(dL/dbeta) * beta + c * diag(H) * beta^2, averaged over `batches`.
 
     c = 1 follows the authors' code; the Taylor expansion's textbook value is 1/2. Only live
-    entries of the Hessian diagonal are computed (pruned ones are never candidates).
+    entries of the Hessian diagonal are computed (pruned ones are never candidates). Given
+    `first_order` (s1 from elsewhere: the architecture steps), only the Hessian term is computed
+    on `batches` and added to it.
     """
     model.train()
     betas = _leaf_betas(model)
@@ -125,14 +128,16 @@ def saliency_second_order(model: Supernet, batches: Iterable, device: torch.devi
     total, count = torch.zeros_like(betas), 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
+        if first_order is None:
+            (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
         with explicit_batchnorm(model):
             loss_fn = partial(_search_loss, model, x=x, y=y)
             h = hessian_diagonal(loss_fn, betas.detach(), live, chunk)
         b = betas.detach()
-        total += -g * b + hessian_coef * h * b * b
+        total += (-g * b + hessian_coef * h * b * b) if first_order is None else hessian_coef * h * b * b
         count += 1
-    return total / max(count, 1)
+    total = total / max(count, 1)
+    return total if first_order is None else first_order + total
 
 
 def saliency_vanilla(model: Supernet) -> Tensor:
@@ -197,8 +202,10 @@ class Pruner:
 
     def __init__(self, model: Supernet, *, device: torch.device, sal_type: str = "task",
                  second: bool = False, hessian_coef: float = 1.0, hessian_chunk: int = 16,
-                 num_compare: int = 1, restrict: bool = True, num_kept_min: int = 8):
-        self.model, self.device = model, device
+                 num_compare: int = 1, restrict: bool = True, num_kept_min: int = 8,
+                 source: str = "pass"):
+        self.model, self.device, self.source = model, device, source
+        self.sal_sum, self.sal_count = None, 0  # s1 summed over architecture steps (source "arch_steps")
         self.sal_type, self.second = sal_type, second
         self.hessian_coef, self.hessian_chunk = hessian_coef, hessian_chunk
         self.num_compare = num_compare
@@ -212,22 +219,59 @@ class Pruner:
         """True once no cell type has an op left to prune."""
         return not any(self._unfinished(c, m) for c, m in enumerate(self.model.masks()))
 
+    def events_left(self) -> int:
+        """Prune events still needed until every cell type reaches its end state."""
+        final = self.space.final_ops(self.restrict, self.num_kept_min)
+        return max(max(live - final, 0) for live in self.live_ops())
+
     def live_ops(self) -> list[int]:
         """Live ops per cell type ([normal, reduce] in the DARTS cell)."""
         return [int(m.sum()) for m in self.model.masks()]
 
     def saliency(self, batches: Iterable) -> Tensor:
         """Saliency (cell types, edges, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
-        processes under torchrun (each scores its own batches)."""
+        processes under torchrun (each scores its own batches). With source "arch_steps" the s1
+        term is the average accumulated over the architecture steps (`accumulate`), and only
+        s2's Hessian term reads `batches`."""
         if self.sal_type == "vanilla":
             return saliency_vanilla(self.model)
         if self.sal_type == "sgas_1":
             return saliency_sgas(self.model)
+        first = self.accumulated() if self.source == "arch_steps" else None
         if self.second:
-            s = saliency_second_order(self.model, batches, self.device, self.hessian_coef, self.hessian_chunk)
+            s = saliency_second_order(self.model, batches, self.device, self.hessian_coef, self.hessian_chunk,
+                                      first_order=first)
         else:
-            s = saliency_first_order(self.model, batches, self.device)
+            s = first if first is not None else saliency_first_order(self.model, batches, self.device)
         return distributed.all_reduce_mean(s)
+
+    # ------------------------------------------------ s1 from the architecture steps
+
+    def accumulate(self, betas: Tensor, beta_grad: Tensor) -> None:
+        """Add one architecture step's s1 = -(dCE/dβ)·β (its batch, the weights of that moment)."""
+        s = -beta_grad * betas
+        self.sal_sum = s if self.sal_sum is None else self.sal_sum + s
+        self.sal_count += 1
+
+    def accumulated(self) -> Tensor:
+        """The s1 average over the steps accumulated (zeros when there were none)."""
+        if self.sal_sum is None:
+            return torch.zeros_like(self.model.betas().detach())
+        return self.sal_sum / self.sal_count
+
+    def reset_accumulation(self) -> None:
+        """Start a new window of architecture steps (at every point of the prune schedule)."""
+        self.sal_sum, self.sal_count = None, 0
+
+    def accumulation_state(self) -> dict:
+        """The running sum, averaged over processes (a collective: call it on every process)
+        so that any process count can continue it, and the step count."""
+        total = None if self.sal_sum is None else distributed.all_reduce_mean(self.sal_sum.clone()).cpu()
+        return {"sum": total, "count": self.sal_count}
+
+    def load_accumulation_state(self, state: dict) -> None:
+        self.sal_sum = None if state["sum"] is None else state["sum"].to(self.device)
+        self.sal_count = state["count"]
 
     def decide(self, saliency: Tensor, next_batches: Callable[[], list]) -> list[dict]:
         """One decision per unfinished cell type: the lowest-|S| eligible op, or with `num_compare`

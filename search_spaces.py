@@ -249,6 +249,10 @@ class SearchSpace(ABC):
         """Whether cell type `cell` still has an op to prune."""
 
     @abstractmethod
+    def final_ops(self, restrict: bool, num_kept_min: int) -> int:
+        """Live ops of a cell type when its pruning is finished."""
+
+    @abstractmethod
     def derive(self, betas: Tensor, masks: list[Tensor], restrict: bool, num_kept_max: int):
         """The discrete architecture implied by the mixing weights (types, edges, n_ops) and masks."""
 
@@ -271,6 +275,9 @@ class DartsCellSpace(SearchSpace):
 
     def unfinished(self, cell, keep, restrict, num_kept_min):
         return has_redundant_op(keep, self.steps, restrict, num_kept_min)
+
+    def final_ops(self, restrict, num_kept_min):
+        return 2 * self.steps if restrict else num_kept_min
 
     def derive(self, betas, masks, restrict, num_kept_max) -> Genotype:
         cells = [derive_cell(b * m, m, self.steps, self.edge_ops[t], restrict, num_kept_max)
@@ -296,6 +303,9 @@ class NB201Space(SearchSpace):
 
     def unfinished(self, cell, keep, restrict, num_kept_min):
         return bool((keep.sum(1) > 1).any())
+
+    def final_ops(self, restrict, num_kept_min):
+        return len(self.endpoints)
 
     def derive(self, betas, masks, restrict, num_kept_max) -> str:
         weights = betas[0].masked_fill(~masks[0], -1.0)  # (6, 5): the strongest live op per edge

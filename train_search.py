@@ -16,11 +16,12 @@ import torch
 import torch.nn as nn
 
 import distributed
+import nasbench201
+import timing
 import utils
 from architect import REG_TYPES, Architect
 from data import DATASETS, get_datasets, make_loader, sample_order, split_indices
 from model_search import Supernet, supernet
-import nasbench201
 from saliency import SAL_TYPES, Pruner
 from search_spaces import SPACES, get_space
 from visualize import GraphvizMissing
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sal_type", default="task", choices=SAL_TYPES, help="task: search-loss gradient saliency; vanilla: beta magnitude; sgas_1: op-level SGAS criterion 1")
     g.add_argument("--sal_second", action="store_true", help="s2: add the Hessian-diagonal term (second order of the Taylor expansion)")
     g.add_argument("--sal_hessian_coef", type=float, default=1.0, help="coefficient of the Hessian term (1 as in the authors' code; 0.5 is the textbook Taylor value)")
+    g.add_argument("--sal_source", default="pass", choices=("pass", "arch_steps"), help="s1 term of the saliency: pass = a pass over the search split at each event (the authors'); arch_steps = the average of -(dL/dbeta)*beta over the architecture steps since the previous point of the schedule (no extra pass)")
     g.add_argument("--sal_batch_size", type=int, default=None, help="batch size of the saliency passes (default: --batch_size, or 32 with --sal_second)")
     g.add_argument("--sal_second_budget", type=int, default=500, help="s2 uses about this many Hessian rows per event: ceil(budget / live ops) batches")
     g.add_argument("--hessian_chunk", type=int, default=16, help="Hessian diagonal entries computed at once (memory grows with it)")
@@ -100,6 +102,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--search_space s1 lists its ops for the 14 edges of 4 nodes; --steps {args.steps} is not possible")
     if nb201 and args.no_restrict:
         p.error("--no_restrict is a DARTS-cell rule; NAS-Bench-201 always prunes to one op per edge")
+    if args.sal_source == "arch_steps" and (args.sal_type != "task" or args.unrolled):
+        p.error("--sal_source arch_steps needs --sal_type task and the first-order architecture step (no --unrolled)")
     if args.nb201_file is not None and not nb201:
         p.error("--nb201_file needs --search_space nb201")
     if args.nb201_file is not None and not Path(args.nb201_file).exists():
@@ -143,19 +147,22 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     Under torchrun every process scores its share of the batches; the saliency and the
     comparison losses are pooled over processes and rank 0's decision is applied everywhere.
     """
-    args, pruner, valid_iter = run.args, run.pruner, run.valid_iter
+    args, pruner, valid_iter, timer = run.args, run.pruner, run.valid_iter, run.timer
     run.sal_queue.sampler.set_epoch(run.events)  # a fresh, reproducible order for every event
     run.events += 1
     batches = run.sal_queue
     if args.sal_second:  # about `budget` Hessian rows per event
         batches = islice(batches, math.ceil(args.sal_second_budget / sum(pruner.live_ops())))
-    saliency = pruner.saliency(batches)
-    fixed = list(islice(valid_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
-    next_batches = (lambda: fixed) if fixed else (lambda: list(islice(valid_iter, args.iter_compare + 1)))
-    decisions = pruner.decide(saliency, next_batches)
+    with timer("saliency"):
+        saliency = pruner.saliency(batches)
+    with timer("compare"):
+        fixed = list(islice(valid_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
+        next_batches = (lambda: fixed) if fixed else (lambda: list(islice(valid_iter, args.iter_compare + 1)))
+        decisions = pruner.decide(saliency, next_batches)
     pruner.apply(decisions)
     if run.world.is_main:
-        record_event(run.dir, pruner, epoch, step, saliency, decisions)
+        with timer("files"):
+            record_event(run.dir, pruner, epoch, step, saliency, decisions)
 
 
 def record_event(run_dir, pruner: Pruner, epoch: int, step: int, saliency, decisions: list[dict]) -> None:
@@ -185,9 +192,16 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
     themselves are functions of the seed and the pass number), every process's random states,
     and how far the log and the prune history had got.
     """
-    rng = utils.rng_states()  # a collective: every process takes part, rank 0 writes
-    if not run.world.is_main:
-        return
+    with run.timer("files"):
+        # Collectives: every process takes part, rank 0 writes.
+        rng, accumulation = utils.rng_states(), run.pruner.accumulation_state()
+        if run.world.is_main:
+            write_checkpoint(run, epoch, step, meters, rows, rng, accumulation)
+
+
+def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list, rng,
+                     accumulation: dict) -> None:
+    """The checkpoint of `save_state`, written atomically by rank 0."""
     events = run.dir / "prune_events.jsonl"
     utils.save_checkpoint(run.dir / "checkpoint.pt", {
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
@@ -195,39 +209,82 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
         "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
-        "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args)})
+        "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args),
+        "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
 
 def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
-    args, model, optimizer, device = run.args, run.model, run.optimizer, run.world.device
-    interval = args.prune_interval or max(len(run.train_queue) // 2, 1)
+    args, model, optimizer, device, timer = run.args, run.model, run.optimizer, run.world.device, run.timer
+    interval = prune_interval(run)
     lr = optimizer.param_groups[0]["lr"]
     loss_m, top1_m = meters
     criterion = nn.CrossEntropyLoss()
-    for step, (x, y) in enumerate(run.batches, start=first_step):
+    rate = timing.Rate()
+    for step, (x, y) in enumerate(timer.iterate(run.batches), start=first_step):
         model.train()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
-        run.architect.step(x_val, y_val, x, y, lr, optimizer)
-        optimizer.zero_grad(set_to_none=True)
-        logits = run.ddp(x)  # DDP averages the weight gradients over processes
-        loss = criterion(logits, y)
-        if not torch.isfinite(loss):
-            raise utils.UserError(f"the search loss became {loss.item()} in epoch {epoch}, step {step}; "
-                                  "the last checkpoint, if any, is kept")
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
-        optimizer.step()
-        loss_m.update(loss.item(), y.size(0))
-        top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+        with timer("data"):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
+        accumulate = args.sal_source == "arch_steps" and not run.pruner.finished()
+        with timer("arch"):
+            run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+            if accumulate:  # this step's s1, from the gradient the step computed anyway
+                run.pruner.accumulate(*run.architect.beta_grad)
+        with timer("weight"):
+            optimizer.zero_grad(set_to_none=True)
+            logits = run.ddp(x)  # DDP averages the weight gradients over processes
+            loss = criterion(logits, y)
+            if not torch.isfinite(loss):
+                raise utils.UserError(f"the search loss became {loss.item()} in epoch {epoch}, step {step}; "
+                                      "the last checkpoint, if any, is kept")
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
+            optimizer.step()
+            loss_m.update(loss.item(), y.size(0))
+            top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+        rate.update(y.size(0) * run.world.world_size)
         if step % args.report_freq == 0:
-            log.info("train %03d %e %f", step, loss_m.avg, top1_m.avg)
-        if prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished():
-            prune_event(run, epoch, step)
-            save_state(run, epoch, step, meters, rows)
+            log.info("train %03d %e %f  %s", step, loss_m.avg, top1_m.avg,
+                     progress(run, epoch, step, first_step, rate, rows))
+        if (step + 1) % interval == 0:  # a point of the prune schedule: an event when one is due
+            start = time.perf_counter()
+            pruned = prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished()
+            if pruned:
+                prune_event(run, epoch, step)
+            run.pruner.reset_accumulation()  # --sal_source arch_steps: the next window starts
+            if pruned:
+                save_state(run, epoch, step, meters, rows)
+            rate.exclude(time.perf_counter() - start)  # the step rate is that of the steps alone
     return utils.pooled_averages({"loss": loss_m, "top1": top1_m})
+
+
+def prune_interval(run: SimpleNamespace) -> int:
+    """Weight steps between prune events: half an epoch (two events per epoch) by default."""
+    return run.args.prune_interval or max(len(run.train_queue) // 2, 1)
+
+
+def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate: timing.Rate, rows: list) -> str:
+    """Images per second, and the ETAs of the epoch and of the search at the current rates
+    (prune events still due included: at their mean time so far, or before the first one, at
+    about one step per saliency batch, marked ~)."""
+    args, steps, interval, timer = run.args, len(run.train_queue), prune_interval(run), run.timer
+    step_seconds = rate.step_seconds(step + 1 - first_step)
+    due = lambda e, after: sum(1 for s in range(after, steps) if prune_due(e, s, warmup=args.warmup, interval=interval))
+    needed = run.pruner.events_left()
+    in_epoch = min(needed, due(epoch, step + 1))
+    after = min(needed - in_epoch, sum(due(e, 0) for e in range(epoch + 1, args.epochs)))
+    spent = timer.total.get("saliency", 0.0) + timer.total.get("compare", 0.0)
+    event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
+    validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3
+    epoch_left, search_left = timing.search_eta(
+        steps_left=steps - step - 1, step_seconds=step_seconds, epochs_after=args.epochs - epoch - 1,
+        steps_per_epoch=steps, events_in_epoch=in_epoch, events_after=after, event_seconds=event_seconds,
+        validation_seconds=validation)
+    guess = "" if run.events or not needed else "~"
+    return (f"{rate.images_per_second():.1f} img/s, epoch ETA {timing.duration(epoch_left)}, "
+            f"search ETA {guess}{timing.duration(search_left)}")
 
 
 def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
@@ -248,6 +305,10 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
         utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
     run.valid_iter.load_state_dict(state["valid_stream"])
     run.events = state["events"]
+    if "timer" in state:  # checkpoints from before the time accounting have none
+        run.timer.load_state_dict(state["timer"])
+    if "sal_accumulation" in state:  # ... nor an s1 accumulation (--sal_source arch_steps)
+        run.pruner.load_accumulation_state(state["sal_accumulation"])
     meters = [utils.AverageMeter(), utils.AverageMeter()]
     epoch, step = state["epoch"], state["step"]
     if step is None:
@@ -308,46 +369,64 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
                           network_momentum=args.momentum, network_weight_decay=args.weight_decay)
     pruner = Pruner(model, device=world.device, sal_type=args.sal_type, second=args.sal_second,
                     hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
-                    num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min)
+                    num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
+                    source=args.sal_source)
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
     if args.search_space == "nb201" and args.nb201_file is None:
         log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
+    writer = utils.tensorboard_writer(run_dir, world.is_main)
     return SimpleNamespace(
         args=args, dir=run_dir, world=world, model=model, ddp=ddp, optimizer=optimizer,
         architect=architect, pruner=pruner, train_queue=loader(w_idx, batch_size, 0),
         valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
-        valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, clock=time.time(),
-        writer=utils.tensorboard_writer(run_dir, world.is_main), state=state, benchmark=benchmark)
+        valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, writer=writer, state=state,
+        benchmark=benchmark, timer=timing.PhaseTimer(world.device), clock=time.time())
 
 
 def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
-    """Validate the supernet, derive the genotype, write the epoch's files and checkpoint."""
-    args, model, pruner = run.args, run.model, run.pruner
-    distributed.sync_buffers(model)  # BN statistics: rank 0's, as DDP uses them
-    valid = utils.evaluate(model, run.valid_eval, nn.CrossEntropyLoss(), run.world.device)
-    genotype = model.genotype(not args.no_restrict, args.num_kept_max)
-    log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
-    log.info("genotype = %s", genotype)
-    row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
-    if args.search_space == "nb201":
-        row["arch_str"] = genotype
-        if args.nb201_file:
-            row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
-    rows.append(row)
+    """Validate the supernet, derive the genotype, write the epoch's files, time accounting and
+    checkpoint."""
+    args, model, pruner, timer = run.args, run.model, run.pruner, run.timer
+    with timer("validation"):
+        distributed.sync_buffers(model)  # BN statistics: rank 0's, as DDP uses them
+        valid = utils.evaluate(model, run.valid_eval, nn.CrossEntropyLoss(), run.world.device)
+    with timer("files"):
+        genotype = model.genotype(not args.no_restrict, args.num_kept_max)
+        log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
+        log.info("genotype = %s", genotype)
+        row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
+        if args.search_space == "nb201":
+            row["arch_str"] = genotype
+            if args.nb201_file:
+                row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
+        rows.append(row)
+        if run.world.is_main:
+            write_epoch_files(run.dir, epoch, model, genotype, rows)
+            if args.save_one_shot:
+                utils.save_checkpoint(run.dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
+    # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
+    seconds = run.timer.lap()
+    log.info("epoch %d time: %s", epoch, timing.summary(seconds))
+    with timer("files"):
+        write_scalars(run, epoch, lr, train, valid, row, seconds)
+    save_state(run, epoch, None, meters, rows)
+    return genotype, valid
+
+
+def write_scalars(run: SimpleNamespace, epoch: int, lr: float, train: dict, valid: dict, row: dict,
+                  seconds: dict) -> None:
+    """The epoch's TensorBoard scalars (rank 0)."""
+    model, pruner = run.model, run.pruner
     if run.world.is_main:
-        write_epoch_files(run.dir, epoch, model, genotype, rows)
         scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
                    "valid/top1": valid["top1"], "lr": lr,
                    **{f"live_ops/{t}": n for t, n in zip(model.space.cell_types, pruner.live_ops())},
-                   **{f"nb201/{k}": v for k, v in row.items() if k in nasbench201.KEYS}}
+                   **{f"nb201/{k}": v for k, v in row.items() if k in nasbench201.KEYS},
+                   **{f"time/{k}": v for k, v in seconds.items()}}
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
-        if args.save_one_shot:
-            utils.save_checkpoint(run.dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
-    save_state(run, epoch, None, meters, rows)
-    return genotype, valid
 
 
 def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
@@ -364,7 +443,9 @@ def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
 def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dict:
     """The final genotype, its drawing and results.json."""
     args, run_dir, pruner = run.args, run.dir, run.pruner
-    check_ranks_agree(run, genotype)
+    with run.timer("files"):
+        run.writer.close()
+        check_ranks_agree(run, genotype)
     space = run.model.space
     results = {"variant": variant_name(args), "search_space": space.name, "dataset": args.dataset,
                "genotype": space.format.to_dict(genotype),
@@ -372,6 +453,7 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
+               "time_seconds": dict(run.timer.total),
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
     if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
@@ -408,11 +490,11 @@ def main(argv: list[str] | None = None) -> dict:
         utils.set_lr(run.optimizer, lr)
         if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
             log.info("epoch %d lr %e", epoch, lr)
-            start_epoch(run, epoch)
+            with run.timer("data"):
+                start_epoch(run, epoch)
             meters = [utils.AverageMeter(), utils.AverageMeter()]
         train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
         genotype, valid = end_epoch(run, epoch, lr, train, meters, rows)
-    run.writer.close()
     return finish(run, genotype, valid, rows)
 
 
@@ -428,10 +510,12 @@ def check_resumable(run_dir, state: dict, args) -> None:
 
 
 def variant_name(args) -> str:
-    """The paper's name of the configuration: FP-DARTS-s1, -s2, -s1r (+ larger space)."""
+    """The paper's name of the configuration: FP-DARTS-s1, -s2, -s1r (+ larger space; + saliency
+    from the architecture steps)."""
     name = {"task": "s2" if args.sal_second else "s1"}.get(args.sal_type, args.sal_type)
     name += "r" if args.num_compare > 1 else ""
-    return f"FP-DARTS-{name}" + ("-larger" if args.no_restrict else "")
+    name = f"FP-DARTS-{name}" + ("-larger" if args.no_restrict else "")
+    return name + ("+arch_steps" if getattr(args, "sal_source", "pass") == "arch_steps" else "")
 
 
 if __name__ == "__main__":
