@@ -330,7 +330,8 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "dataset": dataset, "genotype_source": label,
                "genotype": fmt.to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0),
-               "time_seconds": dict(timer.total), "device": str(device),
+               "time_seconds": distributed.broadcast(dict(timer.total)),  # rank 0's, as in results.json
+               "device": str(device),
                "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),
                "run_dir": str(run_dir)}
     if world.is_main:

@@ -453,7 +453,7 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
-               "time_seconds": dict(run.timer.total),
+               "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
     if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
