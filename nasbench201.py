@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -164,9 +165,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for run_dir in args.runs:
         found = lookup_run(benchmark, run_dir)
         rows.append({"source": str(run_dir), "arch_str": found["arch_str"], **found["benchmark"]})
-    print("\t".join(["source", *KEYS, "arch_str"]))
-    for row in rows:
-        print("\t".join([row["source"], *(f"{row[k]:.2f}" for k in KEYS), row["arch_str"]]))
+    lines = ["\t".join(["source", *KEYS, "arch_str"])]  # the table is the command's output
+    lines += ["\t".join([r["source"], *(f"{r[k]:.2f}" for k in KEYS), r["arch_str"]]) for r in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
     return rows
 
 

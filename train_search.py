@@ -271,10 +271,9 @@ def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate:
     about one step per saliency batch, marked ~)."""
     args, steps, interval, timer = run.args, len(run.train_queue), prune_interval(run), run.timer
     step_seconds = rate.step_seconds(step + 1 - first_step)
-    due = lambda e, after: sum(1 for s in range(after, steps) if prune_due(e, s, warmup=args.warmup, interval=interval))
-    needed = run.pruner.events_left()
-    in_epoch = min(needed, due(epoch, step + 1))
-    after = min(needed - in_epoch, sum(due(e, 0) for e in range(epoch + 1, args.epochs)))
+    needed = run.pruner.events_left()  # the schedule's points still to come, where events are due:
+    in_epoch = min(needed, steps // interval - (step + 1) // interval if epoch >= args.warmup else 0)
+    after = min(needed - in_epoch, steps // interval * (args.epochs - max(epoch + 1, args.warmup)))
     spent = timer.total.get("saliency", 0.0) + timer.total.get("compare", 0.0)
     event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
     validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3

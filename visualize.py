@@ -3,6 +3,7 @@ PNG)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -135,11 +136,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
 def _nb201_arch(spec: str, is_file: bool) -> str | None:
     """The NAS-Bench-201 architecture string `spec` names (itself, or a JSON file holding an
     'arch_str'), or None when `spec` is a DARTS genotype."""
-    from search_spaces import nb201_from_dict, parse_nb201_arch, read_arch_json
+    from search_spaces import nb201_from_dict, parse_nb201_arch
 
     if is_file:
-        text = Path(spec).read_text(errors="replace")
-        return read_arch_json(spec, nb201_from_dict) if '"arch_str"' in text else None
+        try:
+            fields = json.loads(Path(spec).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None  # not JSON: a genotype file of another form (load_genotype says what is wrong)
+        return nb201_from_dict(fields, spec) if isinstance(fields, dict) and "arch_str" in fields else None
     if spec.lstrip().startswith("|"):
         parse_nb201_arch(spec, "architecture string")
         return spec.strip()
