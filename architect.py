@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 import distributed
+import utils
 from model_search import Supernet
 
 REG_TYPES = ("norm", "gini")
@@ -25,8 +26,8 @@ class Architect:
 
     def __init__(self, model: Supernet, *, lr: float = 3e-4, weight_decay: float = 1e-3,
                  reg_type: str = "norm", reg_alpha: float = 0.1, unrolled: bool = False,
-                 network_momentum: float = 0.9, network_weight_decay: float = 3e-4):
-        self.model = model
+                 network_momentum: float = 0.9, network_weight_decay: float = 3e-4, amp: bool = False):
+        self.model, self.amp = model, amp  # amp: the validation forward passes under bf16 autocast
         self.reg_type, self.reg_alpha = reg_type, reg_alpha
         self.unrolled = unrolled
         self.network_momentum, self.network_weight_decay = network_momentum, network_weight_decay
@@ -37,10 +38,8 @@ class Architect:
                  buffers: dict | None = None) -> Tensor:
         """Search loss: cross-entropy on a validation batch plus the pruned-op regulariser."""
         model = self.model
-        if params is None:
-            logits = model(x)
-        else:
-            logits = functional_call(model, {**params, **buffers}, (x,))
+        with utils.autocast(x.device, self.amp):
+            logits = model(x) if params is None else functional_call(model, {**params, **buffers}, (x,))
         reg = pruned_op_regularizer(model.betas(), model.masks(), self.reg_type)
         return F.cross_entropy(logits, y) + self.reg_alpha * reg
 
@@ -74,7 +73,8 @@ class Architect:
         model = self.model
         betas = model.betas()  # (cell types, edges, n_ops), a function of the alphas
         leaf = betas.detach().requires_grad_(True)
-        ce = F.cross_entropy(model(x, betas=leaf), y)
+        with utils.autocast(x.device, self.amp):
+            ce = F.cross_entropy(model(x, betas=leaf), y)
         (grad,) = torch.autograd.grad(ce, leaf)
         reg = self.reg_alpha * pruned_op_regularizer(betas, model.masks(), self.reg_type)
         torch.autograd.backward([betas, reg], [grad, torch.ones_like(reg)], inputs=model.arch_parameters())

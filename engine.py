@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -81,7 +80,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
     model.train()
     rate = timing.Rate()
     loss_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    autocast = utils.autocast(device, amp)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for step, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)

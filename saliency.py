@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import distributed
+import utils
 from model_search import Supernet
 from search_spaces import eligible_ops, has_redundant_op  # noqa: F401  (the DARTS-cell rules)
 
@@ -28,8 +29,9 @@ def _search_loss(model: Supernet, betas: Tensor, *, x: Tensor, y: Tensor) -> Ten
     return F.cross_entropy(model(x, betas=betas), y)
 
 
-def saliency_first_order(model: Supernet, batches: Iterable, device: torch.device) -> Tensor:
-    """FP-DARTS s1: S = -(dL/dbeta) * beta, averaged over `batches` of the search split.
+def saliency_first_order(model: Supernet, batches: Iterable, device: torch.device, amp: bool = False) -> Tensor:
+    """FP-DARTS s1: S = -(dL/dbeta) * beta, averaged over `batches` of the search split (the
+    forward passes under bf16 autocast with `amp`).
 
     The model stays in train mode (BN uses batch statistics), as in the authors' code. The
     authors divide the sum by the last batch index instead of the count; ranking is unchanged.
@@ -39,7 +41,9 @@ def saliency_first_order(model: Supernet, batches: Iterable, device: torch.devic
     total, count = torch.zeros_like(betas), 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
+        with utils.autocast(device, amp):
+            loss = _search_loss(model, betas, x=x, y=y)
+        (g,) = torch.autograd.grad(loss, betas)
         total -= g * betas.detach()
         count += 1
     return total / max(count, 1)
@@ -114,13 +118,14 @@ def hessian_diagonal_loop(loss_fn: Callable[[Tensor], Tensor], point: Tensor,
 
 def saliency_second_order(model: Supernet, batches: Iterable, device: torch.device,
                           hessian_coef: float = 1.0, chunk: int = 16,
-                          first_order: Tensor | None = None) -> Tensor:
+                          first_order: Tensor | None = None, amp: bool = False) -> Tensor:
     """FP-DARTS s2: S = -(dL/dbeta) * beta + c * diag(H) * beta^2, averaged over `batches`.
 
     c = 1 follows the authors' code; the Taylor expansion's textbook value is 1/2. Only live
     entries of the Hessian diagonal are computed (pruned ones are never candidates). Given
     `first_order` (s1 from elsewhere: the architecture steps), only the Hessian term is computed
-    on `batches` and added to it.
+    on `batches` and added to it. `amp` puts the gradient's forward pass under bf16 autocast; the
+    Hessian term is always computed in float32.
     """
     model.train()
     betas = _leaf_betas(model)
@@ -129,8 +134,10 @@ def saliency_second_order(model: Supernet, batches: Iterable, device: torch.devi
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if first_order is None:
-            (g,) = torch.autograd.grad(_search_loss(model, betas, x=x, y=y), betas)
-        with explicit_batchnorm(model):
+            with utils.autocast(device, amp):
+                loss = _search_loss(model, betas, x=x, y=y)
+            (g,) = torch.autograd.grad(loss, betas)
+        with explicit_batchnorm(model), torch.autocast(device.type, enabled=False):
             loss_fn = partial(_search_loss, model, x=x, y=y)
             h = hessian_diagonal(loss_fn, betas.detach(), live, chunk)
         b = betas.detach()
@@ -167,8 +174,9 @@ def shortlist(saliency: Tensor, eligible: Tensor, n: int) -> list[int]:
 
 @torch.no_grad()
 def compare_candidates(model: Supernet, cell: int, candidates: list[int],
-                       next_batches: Callable[[], list], device: torch.device) -> list[float]:
-    """Validation loss of the supernet with each candidate removed in place (eval mode).
+                       next_batches: Callable[[], list], device: torch.device, amp: bool = False) -> list[float]:
+    """Validation loss of the supernet with each candidate removed in place (eval mode; the
+    forward passes under bf16 autocast with `amp`).
 
     `next_batches()` gives the batches for one candidate: fresh ones each call (the authors'
     protocol) or the same ones every call (fixed-batch comparison).
@@ -183,7 +191,9 @@ def compare_candidates(model: Supernet, cell: int, candidates: list[int],
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, images)
         for x, y in next_batches():
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            total[0] += F.cross_entropy(model(x), y, reduction="sum").double()
+            with utils.autocast(device, amp):
+                logits = model(x)
+            total[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
             total[1] += y.size(0)
         mask[edge, op] = True
         total = distributed.all_reduce_sum(total)  # over the batches of every process
@@ -203,8 +213,8 @@ class Pruner:
     def __init__(self, model: Supernet, *, device: torch.device, sal_type: str = "task",
                  second: bool = False, hessian_coef: float = 1.0, hessian_chunk: int = 16,
                  num_compare: int = 1, restrict: bool = True, num_kept_min: int = 8,
-                 source: str = "pass"):
-        self.model, self.device, self.source = model, device, source
+                 source: str = "pass", amp: bool = False):
+        self.model, self.device, self.source, self.amp = model, device, source, amp
         self.sal_sum, self.sal_count = None, 0  # s1 summed over architecture steps (source "arch_steps")
         self.sal_type, self.second = sal_type, second
         self.hessian_coef, self.hessian_chunk = hessian_coef, hessian_chunk
@@ -240,9 +250,9 @@ class Pruner:
         first = self.accumulated() if self.source == "arch_steps" else None
         if self.second:
             s = saliency_second_order(self.model, batches, self.device, self.hessian_coef, self.hessian_chunk,
-                                      first_order=first)
+                                      first_order=first, amp=self.amp)
         else:
-            s = first if first is not None else saliency_first_order(self.model, batches, self.device)
+            s = first if first is not None else saliency_first_order(self.model, batches, self.device, self.amp)
         return distributed.all_reduce_mean(s)
 
     # ------------------------------------------------ s1 from the architecture steps
@@ -289,7 +299,7 @@ class Pruner:
             candidates = shortlist(saliency[cell], eligible, self.num_compare)
             losses = [None] * len(candidates)
             if self.num_compare > 1:
-                losses = compare_candidates(self.model, cell, candidates, next_batches, self.device)
+                losses = compare_candidates(self.model, cell, candidates, next_batches, self.device, self.amp)
             best = min(range(len(candidates)), key=lambda i: (losses[i] or 0.0, i))
             records = [{"edge": f // n_ops, "op": self.space.op_name(cell, f // n_ops, f % n_ops),
                         "saliency": saliency[cell].flatten()[f].item(), "loss": loss}

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", default=None, help="continue an interrupted search in place: its run directory or checkpoint.pt (give the same flags)")
     g.add_argument("--channels_last", dest="channels_last", action="store_const", const="on", default="auto", help="channels_last memory format (default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA)")
     g.add_argument("--no_channels_last", dest="channels_last", action="store_const", const="off", default=argparse.SUPPRESS, help="contiguous (NCHW) memory format")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
     return p
 
 
@@ -213,37 +214,45 @@ def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters:
         "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
 
+def search_step(run: SimpleNamespace, x, y, x_val, y_val, lr: float, meters: list, where: str) -> None:
+    """One iteration of the search: an architecture step on the validation batch (adding its s1 to
+    the pruner's window under --sal_source arch_steps), then a weight step on the training batch."""
+    args, model, optimizer, timer = run.args, run.model, run.optimizer, run.timer
+    accumulate = args.sal_source == "arch_steps" and not run.pruner.finished()
+    with timer("arch"):
+        run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+        if accumulate:  # this step's s1, from the gradient the step computed anyway
+            run.pruner.accumulate(*run.architect.beta_grad)
+    with timer("weight"):
+        optimizer.zero_grad(set_to_none=True)
+        with utils.autocast(x.device, args.amp):
+            logits = run.ddp(x)  # DDP averages the weight gradients over processes
+            loss = nn.functional.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise utils.UserError(f"the search loss became {loss.item()} in {where}; "
+                                  "the last checkpoint, if any, is kept")
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
+        optimizer.step()
+        loss_m, top1_m = meters
+        loss_m.update(loss.item(), y.size(0))
+        top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+
+
 def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
-    args, model, optimizer, device, timer = run.args, run.model, run.optimizer, run.world.device, run.timer
+    args, model, device, timer = run.args, run.model, run.world.device, run.timer
     interval = prune_interval(run)
-    lr = optimizer.param_groups[0]["lr"]
+    lr = run.optimizer.param_groups[0]["lr"]
     loss_m, top1_m = meters
-    criterion = nn.CrossEntropyLoss()
     rate = timing.Rate()
     for step, (x, y) in enumerate(timer.iterate(run.batches), start=first_step):
         model.train()
         with timer("data"):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
-        accumulate = args.sal_source == "arch_steps" and not run.pruner.finished()
-        with timer("arch"):
-            run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
-            if accumulate:  # this step's s1, from the gradient the step computed anyway
-                run.pruner.accumulate(*run.architect.beta_grad)
-        with timer("weight"):
-            optimizer.zero_grad(set_to_none=True)
-            logits = run.ddp(x)  # DDP averages the weight gradients over processes
-            loss = criterion(logits, y)
-            if not torch.isfinite(loss):
-                raise utils.UserError(f"the search loss became {loss.item()} in epoch {epoch}, step {step}; "
-                                      "the last checkpoint, if any, is kept")
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
-            optimizer.step()
-            loss_m.update(loss.item(), y.size(0))
-            top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+        search_step(run, x, y, x_val, y_val, lr, meters, f"epoch {epoch}, step {step}")
         rate.update(y.size(0) * run.world.world_size)
         if step % args.report_freq == 0:
             log.info("train %03d %e %f  %s", step, loss_m.avg, top1_m.avg,
@@ -323,6 +332,26 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
     return epoch, first, meters, state["rows"]
 
 
+def build(args, world: distributed.World, num_classes: int, memory_format=torch.contiguous_format) -> SimpleNamespace:
+    """The supernet (on the device, DDP-wrapped as `ddp`), its weight optimizer, architect and
+    pruner, as `args` asks (the timer is a fresh one)."""
+    model = supernet(get_space(args.search_space, args.steps), args.init_channels, num_classes, args.layers)
+    model = model.to(world.device, memory_format=memory_format)
+    # Pruned ops take no part in the forward pass, hence find_unused_parameters.
+    ddp = distributed.wrap(model, world, find_unused_parameters=True)
+    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
+    architect = Architect(model, lr=args.arch_learning_rate, weight_decay=args.arch_weight_decay,
+                          reg_type=args.reg_type, reg_alpha=args.reg_alpha, unrolled=args.unrolled,
+                          network_momentum=args.momentum, network_weight_decay=args.weight_decay, amp=args.amp)
+    pruner = Pruner(model, device=world.device, sal_type=args.sal_type, second=args.sal_second,
+                    hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
+                    num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
+                    source=args.sal_source, amp=args.amp)
+    return SimpleNamespace(args=args, model=model, ddp=ddp, optimizer=optimizer, architect=architect, pruner=pruner,
+                           timer=timing.PhaseTimer(world.device))
+
+
 def setup(args, world: distributed.World) -> SimpleNamespace:
     """The run directory (new or resumed), data, supernet, optimizers and pruner of a search (and
     the NAS-Bench-201 benchmark, read by rank 0 only: it is large)."""
@@ -354,34 +383,20 @@ def setup(args, world: distributed.World) -> SimpleNamespace:
         rank=world.rank, world_size=world.world_size)
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    space = get_space(args.search_space, args.steps)
+    parts = build(args, world, num_classes, memory_format)
     if world.is_main and not args.resume:
-        utils.write_json(run_dir / "search_space.json", space.describe())
-    model = supernet(space, args.init_channels, num_classes, args.layers)
-    model = model.to(world.device, memory_format=memory_format)
-    # Pruned ops take no part in the forward pass, hence find_unused_parameters.
-    ddp = distributed.wrap(model, world, find_unused_parameters=True)
-    optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay, nesterov=args.nesterov)
-    architect = Architect(model, lr=args.arch_learning_rate, weight_decay=args.arch_weight_decay,
-                          reg_type=args.reg_type, reg_alpha=args.reg_alpha, unrolled=args.unrolled,
-                          network_momentum=args.momentum, network_weight_decay=args.weight_decay)
-    pruner = Pruner(model, device=world.device, sal_type=args.sal_type, second=args.sal_second,
-                    hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
-                    num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
-                    source=args.sal_source)
-    log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
+        utils.write_json(run_dir / "search_space.json", parts.model.space.describe())
+    log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
     if args.search_space == "nb201" and args.nb201_file is None:
         log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
     writer = utils.tensorboard_writer(run_dir, world.is_main)
     return SimpleNamespace(
-        args=args, dir=run_dir, world=world, model=model, ddp=ddp, optimizer=optimizer,
-        architect=architect, pruner=pruner, train_queue=loader(w_idx, batch_size, 0),
+        **vars(parts), dir=run_dir, world=world, train_queue=loader(w_idx, batch_size, 0),
         valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
         valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, writer=writer, state=state,
-        benchmark=benchmark, timer=timing.PhaseTimer(world.device), clock=time.time())
+        benchmark=benchmark, clock=time.time())
 
 
 def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
@@ -470,11 +485,17 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
     return results
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run a search (on every process under torchrun); return the final figures (results.json)."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The search's flags, checked and completed (defaults that depend on other flags)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run a search (on every process under torchrun); return the final figures (results.json)."""
+    args = parse_args(argv)
     world = distributed.init(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     utils.set_determinism(args.deterministic)

@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,11 @@ def pooled_averages(meters: dict[str, AverageMeter]) -> dict[str, float]:
     totals = torch.tensor([[m.sum, float(m.count)] for m in meters.values()], dtype=torch.float64)
     distributed.all_reduce_sum(totals)
     return {name: (s / c.clamp(min=1)).item() for name, (s, c) in zip(meters, totals)}
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` where `enabled` (--amp), else a context that does nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:

@@ -4,8 +4,13 @@ accumulated saliency; at every prune event this script also computes the full-pa
 supernet and prints, per event and cell type, the Spearman rank correlation of the two over the
 live ops and whether both would prune the same op (the lowest |S| among the eligible ops).
 
+With --accuracy it compares the two variants by what they find instead: for each seed, a search
+with each saliency source, then the found cell trained from scratch (train.py), and the test
+accuracies' mean and standard deviation per variant.
+
     python bench/bench_sal_source.py
     python bench/bench_sal_source.py --seed 1 -- --init_channels 8 --layers 5
+    python bench/bench_sal_source.py --accuracy --seeds 0,1,2
 
 The extra pass runs in train mode, like the search's own passes, so it also moves the BN running
 statistics: the search it watches is therefore not bit for bit the one it would be alone.
@@ -13,7 +18,9 @@ statistics: the search it watches is therefore not bit for bit the one it would 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -67,11 +74,51 @@ def watch(records: list):
     train_search.prune_event = prune_event
 
 
+# --accuracy: 384 + 384 digits in batches of 64, an event every 3 steps (windows of 3 architecture
+# steps against a pass over 6 batches), 3-node cells: 57 events (63 -> 6 ops per cell), the last in epoch 33.
+ACCURACY_SEARCH = ["--dataset", "digits", "--subset", "768", "--batch_size", "64", "--init_channels", "8",
+                   "--layers", "3", "--steps", "3", "--epochs", "36", "--warmup", "5", "--report_freq", "1000"]
+# The quick start's training from scratch, on all 1,437 training digits.
+RETRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "20", "--batch_size", "64",
+           "--learning_rate", "0.05", "--init_channels", "16", "--layers", "4", "--drop_path_prob", "0.1",
+           "--report_freq", "1000"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def accuracy(seeds: list[int], extra: list[str]) -> None:
+    """Search with each saliency source and train the found cell, per seed; test accuracies."""
+    found: dict[str, list[float]] = {"pass": [], "arch_steps": []}
+    with tempfile.TemporaryDirectory() as out:
+        for seed in seeds:
+            for source in found:
+                save = f"{source}-{seed}"
+                cmd = [sys.executable, "train_search.py", *ACCURACY_SEARCH, *extra, "--sal_source", source,
+                       "--seed", str(seed), "--out_dir", out, "--save", save]
+                subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+                (search,) = Path(out).glob(f"search-{save}-*")
+                subprocess.run([sys.executable, "train.py", "--base_dir", str(search), *RETRAIN, "--seed", str(seed)],
+                               cwd=ROOT, check=True, capture_output=True)
+                (evaluation,) = search.glob("eval-*")
+                top1 = json.loads((evaluation / "results.json").read_text())["final_test_top1"]
+                genotype = json.loads((search / "results.json").read_text())["genotype"]
+                found[source].append(top1)
+                print(f"seed {seed} --sal_source {source:10s}: test {top1:.2f}%  normal {genotype['normal']}",
+                      flush=True)
+    for source, accs in found.items():
+        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        print(f"--sal_source {source:10s}: {statistics.mean(accs):.2f} +- {spread:.2f}% test accuracy "
+              f"over seeds {', '.join(map(str, seeds))} (360 held-out digits)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0, help="seed of the watched search")
+    p.add_argument("--accuracy", action="store_true", help="search + train with both sources per seed instead")
+    p.add_argument("--seeds", default="0,1,2", help="--accuracy: comma-separated seeds")
     p.add_argument("extra", nargs="*", help="flags passed on to train_search.py (after --)")
     args = p.parse_args()
+    if args.accuracy:
+        return accuracy([int(s) for s in args.seeds.split(",")], args.extra)
     records: list[dict] = []
     watch(records)
     with tempfile.TemporaryDirectory() as out:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -19,25 +18,30 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import distributed  # noqa: E402
+import utils  # noqa: E402
 from bench.bench_search import timed  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR, NetworkImageNet  # noqa: E402
 
 
 def images_per_second(network: str, batch: int, steps: int, channels_last: bool, amp: bool,
-                      device: torch.device) -> float:
-    """Throughput of the median of `steps` training steps after one warm-up step."""
+                      device: torch.device, init_channels: int | None = None, layers: int | None = None,
+                      size: int | None = None) -> float:
+    """Throughput of the median of `steps` training steps after one warm-up step (the paper's
+    network sizes unless told otherwise)."""
     if network == "cifar":
-        model, size, classes = NetworkCIFAR(36, 10, 20, True, DARTS_V2), 32, 10
+        model = NetworkCIFAR(init_channels or 36, 10, layers or 20, True, DARTS_V2)
+        size, classes = size or 32, 10
     else:
-        model, size, classes = NetworkImageNet(48, 1000, 14, True, DARTS_V2), 224, 1000
+        model = NetworkImageNet(init_channels or 48, 1000, layers or 14, True, DARTS_V2)
+        size, classes = size or 224, 1000
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt).train()
     model.drop_path_prob = 0.2 if network == "cifar" else 0.0
     opt = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    autocast = utils.autocast(device, amp)
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,266 @@
+"""What a whole FP-DARTS search costs, against an unpruned search in the same code, and where the
+time goes: architecture + weight steps, saliency, s1r's comparisons, end-of-epoch validation.
+
+1. A real reduced search (`train_search.main` on the digits, with the authors' schedule shape:
+   60 epochs, 10 warm-up, two prune events per epoch, 90 events taking each cell from 98 to 8
+   ops) gives a real prune trajectory and its own time accounting (`time_seconds`).
+2. Along that trajectory, at a few pruning levels, the pieces of a search are timed with the
+   search's own code (`train_search.build`, `search_step`, `Pruner.saliency`, `utils.evaluate`):
+   one iteration (with and without --sal_source arch_steps), one s1 saliency batch, one
+   evaluation batch (validation and s1r's comparisons), one s2 Hessian row (a few timed at once)
+   and s2's gradient batch of 32. Between levels the costs are interpolated linearly.
+3. The schedule is integrated over those pieces, step by step: 25,000 weight and 25,000
+   validation images per epoch, an s1 event one pass over the validation half, s2 about 500
+   Hessian rows, s1r 5 candidates x 31 evaluation batches per cell.
+4. The model is checked against the real reduced runs (the same integration, with the pieces
+   timed at the runs' configuration, against the runs' own seconds).
+
+    python bench/bench_whole_search.py                               # everything (CPU: ~1 hour)
+    python bench/bench_whole_search.py --configs small --levels 0,45,90 --check s1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import distributed  # noqa: E402
+import saliency as S  # noqa: E402
+import train_search  # noqa: E402
+import utils  # noqa: E402
+from bench.bench_search import timed  # noqa: E402
+
+IMAGES = 25_000  # the CIFAR-10 halves: weights, and architecture + saliency + validation
+CONFIGS = {  # channels, cells, batch size, image side (those of bench_search.py)
+    "small": dict(C=8, layers=5, batch=32, size=32),
+    "default": dict(C=16, layers=8, batch=64, size=32),
+}
+# The reduced search: the digits, 384 + 384 images in batches of 64 (6 steps per epoch, an event
+# every 3 steps), cells of 4 nodes (the DARTS cell), 3 cells of 8 channels.
+REDUCED = dict(C=8, layers=3, batch=64, size=8, subset=768)
+REDUCED_ARGS = ["--dataset", "digits", "--subset", "768", "--batch_size", "64", "--init_channels", "8",
+                "--layers", "3", "--epochs", "60", "--warmup", "10", "--report_freq", "1000"]
+METHODS = {  # name: (prunes, s2, num_compare, saliency from the architecture steps), flags
+    "unpruned": ((False, False, 1, False), ["--prune_interval", "1000000"]),  # never a point of the schedule
+    "s1": ((True, False, 1, False), []),
+    "s1r": ((True, False, 5, False), ["--num_compare", "5"]),
+    "s2": ((True, True, 1, False), ["--sal_second"]),
+    "s1+arch_steps": ((True, False, 1, True), ["--sal_source", "arch_steps"]),
+    "s1r+arch_steps": ((True, False, 5, True), ["--num_compare", "5", "--sal_source", "arch_steps"]),
+}
+PHASES = ("steps", "saliency", "compare", "validation")
+
+
+def reduced_search(method: str, seed: int, out: str) -> tuple[dict, Path]:
+    """Run the reduced search of `method` (or reuse a finished one in `out`); its results and run
+    directory."""
+    save = f"{method.replace('+', '-')}-seed{seed}"
+    for run_dir in sorted(Path(out).glob(f"search-{save}-*")):
+        if (run_dir / "results.json").is_file():
+            return json.loads((run_dir / "results.json").read_text()), run_dir
+    results = train_search.main([*REDUCED_ARGS, *METHODS[method][1], "--seed", str(seed), "--out_dir", out,
+                                 "--save", save])
+    utils.logger.handlers.clear()  # the next search (or nothing) logs on
+    return results, Path(results["run_dir"])
+
+
+def trajectory(run_dir: Path) -> list[list[dict]]:
+    """The decisions of each prune event of a search, in order (one per cell type)."""
+    events: dict[tuple, list] = {}
+    for line in (run_dir / "prune_events.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        events.setdefault((d["epoch"], d["step"]), []).append(d)
+    return list(events.values())
+
+
+def accounted(results: dict) -> dict[str, float]:
+    """A run's seconds in the phases the model covers."""
+    t = results["time_seconds"]
+    return {"steps": t.get("arch", 0) + t.get("weight", 0), "saliency": t.get("saliency", 0),
+            "compare": t.get("compare", 0), "validation": t.get("validation", 0)}
+
+
+class Pieces:
+    """The costs of a search's pieces at one configuration, along a prune trajectory: live ops,
+    eligible ops and masks at every level (events done), seconds at the levels timed."""
+
+    def __init__(self, cfg: dict, events: list[list[dict]], device: torch.device, num_classes: int = 10):
+        self.cfg, self.device = cfg, device
+        args = train_search.parse_args(
+            ["--init_channels", str(cfg["C"]), "--layers", str(cfg["layers"]), "--batch_size", str(cfg["batch"])])
+        world = distributed.World(device=device)
+        fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # the search's default
+        torch.manual_seed(0)
+        self.run = train_search.build(args, world, num_classes, fmt)
+        self.fmt, self.num_classes = fmt, num_classes
+        pruner, model = self.run.pruner, self.run.model
+        self.masks, self.live, self.eligible = [], [], []
+        for decisions in [[]] + events:
+            pruner.apply(decisions)
+            self.masks.append([m.clone() for m in model.masks()])
+            self.live.append(sum(pruner.live_ops()))
+            self.eligible.append([int(pruner.space.eligible(c, m, pruner.restrict).sum()) if pruner._unfinished(c, m)
+                                  else 0 for c, m in enumerate(model.masks())])
+        self.seconds: dict[int, dict[str, float]] = {}
+
+    def batch(self, n: int):
+        x = torch.randn(n, 3, self.cfg["size"], self.cfg["size"], device=self.device)
+        return x.contiguous(memory_format=self.fmt), torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def measure(self, level: int, repeats: int, hessian_rows: int) -> dict[str, float]:
+        """Time every piece with the masks of `level` (the Hessian on `hessian_rows` rows at once,
+        once: each row costs about a forward pass per Hessian entry)."""
+        run, model = self.run, self.run.model
+        for keep, m in zip(model.masks(), self.masks[level]):
+            keep.copy_(m)
+        x, y = self.batch(self.cfg["batch"])
+        xv, yv = self.batch(self.cfg["batch"])
+        x32, y32 = self.batch(32)
+        meters = [utils.AverageMeter(), utils.AverageMeter()]
+        lr = run.optimizer.param_groups[0]["lr"]
+
+        def iteration(source: str):
+            run.args.sal_source = source
+            model.train()
+            train_search.search_step(run, x, y, xv, yv, lr, meters, "the benchmark")
+            run.pruner.reset_accumulation()
+        out = {"iter": timed(lambda: iteration("pass"), repeats, self.device),
+               "iter_acc": timed(lambda: iteration("arch_steps"), repeats, self.device),
+               "s1": timed(lambda: run.pruner.saliency([(x, y)]), repeats, self.device),
+               "s1_32": timed(lambda: S.saliency_first_order(model, [(x32, y32)], self.device), repeats, self.device),
+               "eval": timed(lambda: utils.evaluate(model, [(xv, yv)], torch.nn.CrossEntropyLoss(), self.device),
+                             repeats, self.device)}
+        rows = torch.cat([m.reshape(-1) for m in model.masks()]).nonzero().squeeze(1)[:hessian_rows]
+        betas = model.betas().detach()
+        with S.explicit_batchnorm(model):
+            loss_fn = lambda b: torch.nn.functional.cross_entropy(model(x32, betas=b), y32)
+            out["hessian_row"] = timed(lambda: S.hessian_diagonal(loss_fn, betas, rows, len(rows)), 1, self.device,
+                                       warmup=False) / len(rows)
+        self.seconds[level] = out
+        return out
+
+    def cost(self, level: int, piece: str) -> float:
+        """Seconds of `piece` at `level`, linear between the levels timed."""
+        levels = sorted(self.seconds)
+        lo = max([v for v in levels if v <= level], default=levels[0])
+        hi = min([v for v in levels if v >= level], default=levels[-1])
+        a, b = self.seconds[lo][piece], self.seconds[hi][piece]
+        return a if hi == lo else a + (b - a) * (level - lo) / (hi - lo)
+
+
+def integrate(pieces: Pieces, method: str, *, epochs: int = 60, warmup: int = 10, steps: int, interval: int,
+              sal_batches: int, eval_batches: int, iter_compare: int = 30, budget: int = 500) -> dict[str, float]:
+    """Seconds per phase of a whole search of `method`, step by step along the schedule."""
+    prunes, second, num_compare, arch_steps = METHODS[method][0]
+    last = len(pieces.masks) - 1  # events until the final cell
+    level, out = 0, dict.fromkeys(PHASES, 0.0)
+    for epoch in range(epochs):
+        for step in range(steps):
+            out["steps"] += pieces.cost(level, "iter_acc" if arch_steps and level < last else "iter")
+            if prunes and (step + 1) % interval == 0 and epoch >= warmup and level < last:
+                if second:  # ceil(budget / live) batches of 32: a gradient (unless accumulated) and the rows
+                    rows = pieces.live[level]
+                    per_batch = (0 if arch_steps else pieces.cost(level, "s1_32")) + \
+                        rows * pieces.cost(level, "hessian_row")
+                    out["saliency"] += math.ceil(budget / rows) * per_batch
+                elif not arch_steps:
+                    out["saliency"] += sal_batches * pieces.cost(level, "s1")
+                if num_compare > 1:
+                    candidates = sum(min(num_compare, e) for e in pieces.eligible[level])
+                    out["compare"] += candidates * (iter_compare + 1) * pieces.cost(level, "eval")
+                level += 1
+        out["validation"] += eval_batches * pieces.cost(level, "eval")
+    return out
+
+
+def parse_levels(text: str, last: int) -> list[int]:
+    levels = sorted({min(int(v), last) for v in text.split(",")} | {0, last})
+    return levels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="small,default", help="comma-separated: small, default (or empty)")
+    p.add_argument("--levels", default="0,18,36,54,72,90", help="pruning levels (events done) at which pieces are timed")
+    p.add_argument("--reduced_levels", default="0,10,20,30,45,60,75,90", help="the same, at the reduced runs' configuration")
+    p.add_argument("--check", default="s1,unpruned,s1+arch_steps",
+                   help=f"reduced searches run and checked against the model (s1 always runs first); of {', '.join(METHODS)}")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per piece (median)")
+    p.add_argument("--reduced_repeats", type=int, default=7, help="the same at the reduced configuration")
+    p.add_argument("--hessian_rows", type=int, default=4, help="s2 Hessian rows timed (at once) per level")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reduced searches")
+    p.add_argument("--runs_dir", help="keep the reduced searches here (finished ones found here are reused; "
+                   "default: a temporary directory)")
+    p.add_argument("--json", help="also write every figure to this JSON file")
+    args = p.parse_args()
+    checks = list(dict.fromkeys(["s1", *filter(None, args.check.split(","))]))
+    for name in checks:
+        if name not in METHODS:
+            p.error(f"--check: unknown method {name!r}; choose from {', '.join(METHODS)}")
+    device = distributed.init().device
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
+    report: dict = {"device": str(device), "reduced": {}, "configs": {}}
+
+    with tempfile.TemporaryDirectory() as temporary:
+        runs = {}
+        for name in checks:
+            results, run_dir = reduced_search(name, args.seed, args.runs_dir or temporary)
+            runs[name] = results
+            if name == "s1":
+                events = trajectory(run_dir)
+
+    print(f"\n== reduced searches (digits, {REDUCED}; 60 epochs, warm-up 10, 2 events per epoch, "
+          f"{len(events)} events)", flush=True)
+    pieces = Pieces(REDUCED, events, device)
+    for level in parse_levels(args.reduced_levels, len(events)):
+        pieces.measure(level, args.reduced_repeats, args.hessian_rows)
+    steps = REDUCED["subset"] // 2 // REDUCED["batch"]
+    base = None
+    for name, results in runs.items():
+        model = integrate(pieces, name, steps=steps, interval=steps // 2, sal_batches=steps, eval_batches=steps)
+        real = accounted(results)
+        total_model, total_real = sum(model.values()), sum(real.values())
+        base = total_real if name == "unpruned" else base
+        report["reduced"][name] = {"model": model, "run": real, "run_wall": results["search_cost_seconds"]}
+        print(f"{name:15s} run {total_real:6.1f} s of {results['search_cost_seconds']:6.1f} s wall "
+              f"({', '.join(f'{k} {v:.1f}' for k, v in real.items())})  model {total_model:6.1f} s  "
+              f"model/run {total_model / total_real:5.2f}", flush=True)
+    if base:
+        for name, r in report["reduced"].items():
+            print(f"  {name:15s} run / unpruned run: {sum(r['run'].values()) / base:.2f}")
+
+    for config in filter(None, args.configs.split(",")):
+        cfg = CONFIGS[config]
+        steps = math.ceil(IMAGES / cfg["batch"])
+        print(f"\n== {config}: {cfg}; {steps} steps per epoch, an s1 event {steps} batches of {cfg['batch']}",
+              flush=True)
+        pieces = Pieces(cfg, events, device)
+        print(f"{'level':>5s} {'live':>4s} {'iter':>7s} {'iter_acc':>8s} {'s1':>7s} {'s1_32':>7s} "
+              f"{'h_row':>7s} {'eval':>7s}  (seconds)")
+        for level in parse_levels(args.levels, len(events)):
+            s = pieces.measure(level, args.repeats, args.hessian_rows)
+            print(f"{level:5d} {pieces.live[level]:4d} {s['iter']:7.3f} {s['iter_acc']:8.3f} {s['s1']:7.3f} "
+                  f"{s['s1_32']:7.3f} {s['hessian_row']:7.3f} {s['eval']:7.3f}", flush=True)
+        table = {name: integrate(pieces, name, steps=steps, interval=steps // 2, sal_batches=steps,
+                                 eval_batches=steps) for name in METHODS}
+        unpruned = sum(table["unpruned"].values())
+        print(f"{'method':15s} {'total h':>8s} {'x unpruned':>10s} {'steps h':>8s} {'saliency h':>10s} "
+              f"{'compare h':>9s} {'valid h':>8s}")
+        for name, t in table.items():
+            print(f"{name:15s} {sum(t.values()) / 3600:8.2f} {sum(t.values()) / unpruned:10.2f} "
+                  f"{t['steps'] / 3600:8.2f} {t['saliency'] / 3600:10.2f} {t['compare'] / 3600:9.2f} "
+                  f"{t['validation'] / 3600:8.2f}")
+        report["configs"][config] = {"pieces": pieces.seconds, "table": table}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
