@@ -15,7 +15,7 @@ time goes: architecture + weight steps, saliency, s1r's comparisons, end-of-epoc
 4. The model is checked against the real reduced runs (the same integration, with the pieces
    timed at the runs' configuration, against the runs' own seconds).
 
-    python bench/bench_whole_search.py                               # everything (CPU: ~1 hour)
+    python bench/bench_whole_search.py                  # everything (35 minutes on a 2-core CPU)
     python bench/bench_whole_search.py --configs small --levels 0,45,90 --check s1
 """
 from __future__ import annotations
