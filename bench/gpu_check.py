@@ -56,8 +56,8 @@ TINY_TRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs"
 
 def search_iteration(device, quick: bool, skipped: list) -> dict:
     """Seconds of one search iteration, per supernet, precision and memory format."""
-    C, layers, batch, size = (4, 3, 8, 8) if quick else (16, 8, 64, 32)
-    out = {"config": {"init_channels": C, "layers": layers, "batch": batch, "image": size}}
+    C, layers, batch, size, steps = (4, 3, 8, 8, 2) if quick else (16, 8, 64, 32, 4)
+    out = {"config": {"init_channels": C, "layers": layers, "batch": batch, "image": size, "steps": steps}}
     amps = (False, True) if device.type == "cuda" or quick else (False,)
     if len(amps) == 1:
         skipped.append("search_iteration bf16: --amp is for CUDA (a CPU's bf16 is not what it measures)")
@@ -66,7 +66,7 @@ def search_iteration(device, quick: bool, skipped: list) -> dict:
             for channels_last in (False, True):
                 args = train_search.parse_args(
                     ["--init_channels", str(C), "--layers", str(layers), "--batch_size", str(batch),
-                     *(["--amp"] if amp else [])])
+                     "--steps", str(steps), *(["--amp"] if amp else [])])
                 fmt = torch.channels_last if channels_last else torch.contiguous_format
                 torch.manual_seed(0)
                 run = train_search.build(args, distributed.World(device=device), 10, fmt)
@@ -78,17 +78,17 @@ def search_iteration(device, quick: bool, skipped: list) -> dict:
                 step = partial(train_search.search_step, run, x, y, x, y, 0.025, meters, "the GPU check")
                 key = f"{'pruned' if pruned else 'full'}_{'bf16' if amp else 'fp32'}" \
                       f"{'_channels_last' if channels_last else ''}"
-                out[key] = timed(step, 1 if quick else 5, device)
+                out[key] = timed(step, 1 if quick else 5, device, warmup=not quick)
     return out
 
 
 def s2_hessian(device, quick: bool, skipped: list) -> dict:
     """Hessian rows of an s2 batch (32 images): batched against the loop, and bf16 against float32."""
-    C, layers, size, rows = (4, 3, 8, 2) if quick else (16, 8, 32, 16)
-    args = train_search.parse_args(["--init_channels", str(C), "--layers", str(layers)])
+    C, layers, size, rows, batch, steps = (4, 3, 8, 2, 8, 2) if quick else (16, 8, 32, 16, 32, 4)
+    args = train_search.parse_args(["--init_channels", str(C), "--layers", str(layers), "--steps", str(steps)])
     torch.manual_seed(0)
     model = train_search.build(args, distributed.World(device=device), 10).model
-    x, y = torch.randn(32, 3, size, size, device=device), torch.randint(0, 10, (32,), device=device)
+    x, y = torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device)
     betas = model.betas().detach()
     index = torch.cat([m.reshape(-1) for m in model.masks()]).nonzero().squeeze(1)[:rows]  # live entries
 
@@ -96,10 +96,10 @@ def s2_hessian(device, quick: bool, skipped: list) -> dict:
         with utils.autocast(device, amp):
             return F.cross_entropy(model(x, betas=b).float(), y)
     with S.explicit_batchnorm(model):
-        batched = timed(lambda: S.hessian_diagonal(loss_fn, betas, index, chunk=rows), 1, device)
+        batched = timed(lambda: S.hessian_diagonal(loss_fn, betas, index, chunk=rows), 1, device, warmup=not quick)
         h32 = S.hessian_diagonal(loss_fn, betas, index, chunk=rows)
         h16 = S.hessian_diagonal(lambda b: loss_fn(b, amp=True), betas, index, chunk=rows)
-    loop = timed(lambda: S.hessian_diagonal_loop(loss_fn, betas, index), 1, device)
+    loop = timed(lambda: S.hessian_diagonal_loop(loss_fn, betas, index), 1, device, warmup=not quick)
     flat32, flat16 = h32.flatten()[index], h16.flatten()[index]
     return {"rows": rows, "batched_s_per_row": batched / rows, "loop_s_per_row": loop / rows,
             "batched_speedup": loop / batched,
