@@ -1,7 +1,7 @@
 """What a whole FP-DARTS search costs, against an unpruned search in the same code, and where the
 time goes: architecture + weight steps, saliency, s1r's comparisons, end-of-epoch validation.
 
-1. A real reduced search (`train_search.main` on the digits, with the authors' schedule shape:
+1. A real reduced search (`train_search.py` on the digits, with the authors' schedule shape:
    60 epochs, 10 warm-up, two prune events per epoch, 90 events taking each cell from 98 to 8
    ops) gives a real prune trajectory and its own time accounting (`time_seconds`).
 2. Along that trajectory, at a few pruning levels, the pieces of a search are timed with the
@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import distributed  # noqa: E402
 import saliency as S  # noqa: E402
@@ -65,10 +67,12 @@ def reduced_search(method: str, seed: int, out: str) -> tuple[dict, Path]:
     for run_dir in sorted(Path(out).glob(f"search-{save}-*")):
         if (run_dir / "results.json").is_file():
             return json.loads((run_dir / "results.json").read_text()), run_dir
-    results = train_search.main([*REDUCED_ARGS, *METHODS[method][1], "--seed", str(seed), "--out_dir", out,
-                                 "--save", save])
-    utils.logger.handlers.clear()  # the next search (or nothing) logs on
-    return results, Path(results["run_dir"])
+    cmd = [sys.executable, "train_search.py", *REDUCED_ARGS, *METHODS[method][1], "--seed", str(seed),
+           "--out_dir", str(Path(out).resolve()), "--save", save]
+    print(f"reduced search: {' '.join(cmd[1:])}", flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # its log is in its run directory
+    (run_dir,) = Path(out).glob(f"search-{save}-*")
+    return json.loads((run_dir / "results.json").read_text()), run_dir
 
 
 def trajectory(run_dir: Path) -> list[list[dict]]:
