@@ -25,8 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import saliency as S  # noqa: E402
@@ -34,20 +32,6 @@ import train_search  # noqa: E402
 
 SEARCH = ["--dataset", "digits", "--batch_size", "64", "--init_channels", "8", "--layers", "5", "--steps", "2",
           "--epochs", "22", "--warmup", "5", "--report_freq", "1000"]
-
-
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of the values of a 1-d tensor (ties broken by position)."""
-    out = torch.empty_like(x)
-    out[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
-    return out
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two 1-d tensors."""
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def watch(records: list):
@@ -65,7 +49,7 @@ def watch(records: list):
             live = mask.cpu().flatten()
             eligible = pruner.space.eligible(cell, mask, pruner.restrict).cpu()
             same = S.shortlist(full[cell], eligible, 1) == S.shortlist(accumulated[cell], eligible, 1)
-            rho = spearman(full[cell].abs().flatten()[live], accumulated[cell].abs().flatten()[live])
+            rho = S.spearman(full[cell].abs().flatten()[live], accumulated[cell].abs().flatten()[live])
             records.append({"epoch": epoch, "cell": cell, "spearman": rho, "same_op": same,
                             "steps": pruner.sal_count})
             print(f"epoch {epoch:2d} cell {cell}: Spearman {rho:+.3f} over {int(live.sum())} live ops, "
