@@ -147,6 +147,16 @@ def saliency_second_order(model: Supernet, batches: Iterable, device: torch.devi
     return total if first_order is None else first_order + total
 
 
+@contextlib.contextmanager
+def op_removed(mask: Tensor, edge: int, op: int):
+    """The op pruned in place (its keep-mask entry False) for the duration, then restored."""
+    mask[edge, op] = False
+    try:
+        yield
+    finally:
+        mask[edge, op] = True
+
+
 @torch.no_grad()
 def removal_change(model: Supernet, batches: Iterable, device: torch.device) -> Tensor:
     """The true effect of pruning each live op alone: L(supernet without op k) - L(supernet),
@@ -166,9 +176,8 @@ def removal_change(model: Supernet, batches: Iterable, device: torch.device) -> 
         base = loss()
         for cell, mask in enumerate(masks):
             for edge, op in mask.nonzero().tolist():
-                mask[edge, op] = False
-                change[cell, edge, op] = loss() - base
-                mask[edge, op] = True
+                with op_removed(mask, edge, op):
+                    change[cell, edge, op] = loss() - base
     return change
 
 
@@ -225,16 +234,14 @@ def compare_candidates(model: Supernet, cell: int, candidates: list[int],
     n_ops = mask.size(1)
     losses = []
     for flat in candidates:
-        edge, op = divmod(flat, n_ops)
-        mask[edge, op] = False
         total = torch.zeros(2, dtype=torch.float64, device=device)  # (summed loss, images)
-        for x, y in next_batches():
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with utils.autocast(device, amp):
-                logits = model(x)
-            total[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            total[1] += y.size(0)
-        mask[edge, op] = True
+        with op_removed(mask, *divmod(flat, n_ops)):
+            for x, y in next_batches():
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with utils.autocast(device, amp):
+                    logits = model(x)
+                total[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                total[1] += y.size(0)
         total = distributed.all_reduce_sum(total)  # over the batches of every process
         losses.append((total[0] / total[1].clamp(min=1)).item())
     model.train()

@@ -185,8 +185,8 @@ def integrate(pieces: Pieces, method: str, *, epochs: int = 60, warmup: int = 10
 
 
 def parse_levels(text: str, last: int) -> list[int]:
-    levels = sorted({min(int(v), last) for v in text.split(",")} | {0, last})
-    return levels
+    """The levels listed (capped at the last), always with the first and the last."""
+    return sorted({min(int(v), last) for v in text.split(",")} | {0, last})
 
 
 def main() -> None:
@@ -226,17 +226,16 @@ def main() -> None:
     for level in parse_levels(args.reduced_levels, len(events)):
         pieces.measure(level, args.reduced_repeats, args.hessian_rows)
     steps = REDUCED["subset"] // 2 // REDUCED["batch"]
-    base = None
     for name, results in runs.items():
         model = integrate(pieces, name, steps=steps, interval=steps // 2, sal_batches=steps, eval_batches=steps)
         real = accounted(results)
         total_model, total_real = sum(model.values()), sum(real.values())
-        base = total_real if name == "unpruned" else base
         report["reduced"][name] = {"model": model, "run": real, "run_wall": results["search_cost_seconds"]}
         print(f"{name:15s} run {total_real:6.1f} s of {results['search_cost_seconds']:6.1f} s wall "
               f"({', '.join(f'{k} {v:.1f}' for k, v in real.items())})  model {total_model:6.1f} s  "
               f"model/run {total_model / total_real:5.2f}", flush=True)
-    if base:
+    if "unpruned" in runs:
+        base = sum(accounted(runs["unpruned"]).values())
         for name, r in report["reduced"].items():
             print(f"  {name:15s} run / unpruned run: {sum(r['run'].values()) / base:.2f}")
 

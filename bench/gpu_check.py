@@ -40,18 +40,17 @@ import distributed  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
+from bench.bench_sal_source import RETRAIN  # noqa: E402
 from bench.bench_search import darts_cell_mask, timed  # noqa: E402
 from bench.bench_train import images_per_second  # noqa: E402
 
 DIGITS_SEARCH = ["--dataset", "digits", "--subset", "600", "--batch_size", "64", "--init_channels", "8",
                  "--layers", "3", "--steps", "3", "--epochs", "16", "--warmup", "2", "--prune_interval", "1"]
-DIGITS_TRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "20", "--batch_size", "64",
-                "--learning_rate", "0.05", "--init_channels", "16", "--layers", "4", "--drop_path_prob", "0.1"]
 # 1-node cells (14 -> 2 ops per cell: 12 events), an event every step, 2 steps per epoch.
 TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
                "--layers", "3", "--steps", "1", "--epochs", "8", "--warmup", "1", "--prune_interval", "1"]
 TINY_TRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "1", "--batch_size", "64",
-              "--init_channels", "4", "--layers", "2"]
+              "--init_channels", "4", "--layers", "2", "--report_freq", "1000"]
 
 
 def search_iteration(device, quick: bool, skipped: list) -> dict:
@@ -149,7 +148,7 @@ def digits(device, quick: bool, skipped: list) -> dict:
         (search,) = Path(out).iterdir()
         found = json.loads((search / "results.json").read_text())
         searched = time.perf_counter() - start
-        run_script("train.py", "--base_dir", search, *(TINY_TRAIN if quick else DIGITS_TRAIN), "--report_freq", "1000")
+        run_script("train.py", "--base_dir", search, *(TINY_TRAIN if quick else RETRAIN))
         (evaluation,) = search.glob("eval-*")
         trained = json.loads((evaluation / "results.json").read_text())
     return {"search_seconds": searched, "train_seconds": time.perf_counter() - start - searched,
