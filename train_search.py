@@ -4,8 +4,6 @@ space, RobustDARTS' S1-S4 or NAS-Bench-201 (`--search_space`)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import time
 from itertools import islice
@@ -16,15 +14,15 @@ import torch
 import torch.nn as nn
 
 import distributed
-import nasbench201
+import search_run
 import timing
 import utils
 from architect import REG_TYPES, Architect
-from data import DATASETS, get_datasets, make_loader, sample_order, split_indices
-from model_search import Supernet, supernet
+from data import DATASETS
+from model_search import supernet
 from saliency import SAL_TYPES, Pruner
+from search_run import finish  # (train_search.finish: tests wrap it)
 from search_spaces import SPACES, get_space
-from visualize import GraphvizMissing
 
 log = utils.logger
 
@@ -123,25 +121,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--warmup ({args.warmup}) must be at least 0 and below --epochs ({args.epochs})")
 
 
-def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
-    """Per-epoch genotype (NAS-Bench-201: architecture string) and mixing weights in the authors'
-    layout, plus results.csv so far (NAS-Bench-201: with the cells and their benchmark figures)."""
-    root = run_dir / "results_of_7q"
-    model.space.save(genotype, root / "genotype" / f"{epoch}.txt")
-    betas = model.betas().detach().cpu().tolist()
-    utils.write_json(root / "alpha" / f"{epoch}.txt",
-                     {f"alphas_{t}": b for t, b in zip(model.space.cell_types, betas)})
-    extra = [k for k in rows[-1] if k not in ("epoch", "val_loss", "val_acc")]
-    csv = ",".join(["epoch,val_loss,val_acc", *extra]) + "\n" + "".join(
-        ",".join([f"{r['epoch']},{r['val_loss']:.6f},{r['val_acc']:.4f}", *(_cell(r.get(k)) for k in extra)]) + "\n"
-        for r in rows)
-    utils.atomic_write(root / "results.csv", csv)
-
-
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     """Score all ops, prune one per cell, record the event (the heart of FP-DARTS).
 
@@ -163,55 +142,13 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     pruner.apply(decisions)
     if run.world.is_main:
         with timer("files"):
-            record_event(run.dir, pruner, epoch, step, saliency, decisions)
-
-
-def record_event(run_dir, pruner: Pruner, epoch: int, step: int, saliency, decisions: list[dict]) -> None:
-    """The event's saliency file, its lines in prune_events.jsonl, and the log."""
-    utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt",
-                     dict(zip(pruner.space.cell_types, saliency.cpu().tolist())))
-    endpoints = pruner.space.endpoints
-    with open(run_dir / "prune_events.jsonl", "a") as f:
-        for d in decisions:
-            src, dst = endpoints[d["edge"]]
-            f.write(json.dumps({"epoch": epoch, "step": step, **d, "src": src, "dst": dst,
-                                "live_ops": pruner.live_ops()}) + "\n")
-            log.info("prune %s edge %d (%d->%d) %s  S=%.3g%s", d["cell"], d["edge"], src, dst,
-                     d["op"], d["saliency"], "" if d["loss"] is None else f"  loss={d['loss']:.4f}")
+            search_run.record_event(run.dir, pruner, epoch, step, saliency, decisions)
 
 
 def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
     """The authors' schedule: after `warmup` epochs, at every `interval`-th step of an epoch
     (interval = half an epoch by default: two events per epoch)."""
     return epoch >= warmup and (step + 1) % interval == 0
-
-
-def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list) -> None:
-    """Checkpoint everything an exact resume needs, atomically; `step` None = epoch complete.
-
-    Besides weights, alphas, masks and optimizers: the position in the data (the orders
-    themselves are functions of the seed and the pass number), every process's random states,
-    and how far the log and the prune history had got.
-    """
-    with run.timer("files"):
-        # Collectives: every process takes part, rank 0 writes.
-        rng, accumulation = utils.rng_states(), run.pruner.accumulation_state()
-        if run.world.is_main:
-            write_checkpoint(run, epoch, step, meters, rows, rng, accumulation)
-
-
-def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list, rng,
-                     accumulation: dict) -> None:
-    """The checkpoint of `save_state`, written atomically by rank 0."""
-    events = run.dir / "prune_events.jsonl"
-    utils.save_checkpoint(run.dir / "checkpoint.pt", {
-        "epoch": epoch, "step": step, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
-        "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
-        "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
-        "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
-        "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args),
-        "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
 
 def search_step(run: SimpleNamespace, x, y, x_val, y_val, lr: float, meters: list, where: str) -> None:
@@ -243,7 +180,7 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
     args, model, device, timer = run.args, run.model, run.world.device, run.timer
-    interval = prune_interval(run)
+    interval = search_run.prune_interval(run)
     lr = run.optimizer.param_groups[0]["lr"]
     loss_m, top1_m = meters
     rate = timing.Rate()
@@ -256,7 +193,7 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
         rate.update(y.size(0) * run.world.world_size)
         if step % args.report_freq == 0:
             log.info("train %03d %e %f  %s", step, loss_m.avg, top1_m.avg,
-                     progress(run, epoch, step, first_step, rate, rows))
+                     search_run.progress(run, epoch, step, first_step, rate, rows))
         if (step + 1) % interval == 0:  # a point of the prune schedule: an event when one is due
             start = time.perf_counter()
             pruned = prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished()
@@ -264,72 +201,9 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
                 prune_event(run, epoch, step)
             run.pruner.reset_accumulation()  # --sal_source arch_steps: the next window starts
             if pruned:
-                save_state(run, epoch, step, meters, rows)
+                search_run.save_state(run, epoch, step, meters, rows)
             rate.exclude(time.perf_counter() - start)  # the step rate is that of the steps alone
     return utils.pooled_averages({"loss": loss_m, "top1": top1_m})
-
-
-def prune_interval(run: SimpleNamespace) -> int:
-    """Weight steps between prune events: half an epoch (two events per epoch) by default."""
-    return run.args.prune_interval or max(len(run.train_queue) // 2, 1)
-
-
-def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate: timing.Rate, rows: list) -> str:
-    """Images per second, and the ETAs of the epoch and of the search at the current rates
-    (prune events still due included: at their mean time so far, or before the first one, at
-    about one step per saliency batch, marked ~)."""
-    args, steps, interval, timer = run.args, len(run.train_queue), prune_interval(run), run.timer
-    step_seconds = rate.step_seconds(step + 1 - first_step)
-    needed = run.pruner.events_left()  # the schedule's points still to come, where events are due:
-    in_epoch = min(needed, steps // interval - (step + 1) // interval if epoch >= args.warmup else 0)
-    after = min(needed - in_epoch, steps // interval * (args.epochs - max(epoch + 1, args.warmup)))
-    spent = timer.total.get("saliency", 0.0) + timer.total.get("compare", 0.0)
-    event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
-    validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3
-    epoch_left, search_left = timing.search_eta(
-        steps_left=steps - step - 1, step_seconds=step_seconds, epochs_after=args.epochs - epoch - 1,
-        steps_per_epoch=steps, events_in_epoch=in_epoch, events_after=after, event_seconds=event_seconds,
-        validation_seconds=validation)
-    guess = "" if run.events or not needed else "~"
-    return (f"{rate.images_per_second():.1f} img/s, epoch ETA {timing.duration(epoch_left)}, "
-            f"search ETA {guess}{timing.duration(search_left)}")
-
-
-def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
-    """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
-    run.train_queue.sampler.set_epoch(epoch)
-    run.batches = iter(run.train_queue)
-    for _ in range(min(skip, len(run.train_queue))):  # fewer batches when resumed on more processes
-        next(run.batches)
-
-
-def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
-    """Restore a checkpoint into `run`; return (epoch, first step, meters, rows) to go on from."""
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.architect.optimizer.load_state_dict(state["arch_optimizer"])
-    run.clock -= state["elapsed"]
-    if run.world.is_main:
-        utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
-    run.valid_iter.load_state_dict(state["valid_stream"])
-    run.events = state["events"]
-    if "timer" in state:  # checkpoints from before the time accounting have none
-        run.timer.load_state_dict(state["timer"])
-    if "sal_accumulation" in state:  # ... nor an s1 accumulation (--sal_source arch_steps)
-        run.pruner.load_accumulation_state(state["sal_accumulation"])
-    meters = [utils.AverageMeter(), utils.AverageMeter()]
-    epoch, step = state["epoch"], state["step"]
-    if step is None:
-        epoch, first = epoch + 1, 0
-    else:
-        first = step + 1
-        for meter, (total, count) in zip(meters, state["meters"]):
-            meter.sum, meter.count = total, count
-    if first:
-        start_epoch(run, epoch, skip=first)
-    utils.restore_rng(state["rng"], run.world, run.args.seed)  # last: skipping batches drew randomness
-    log.info("resuming %s at epoch %d, step %d", run.dir, epoch, first)
-    return epoch, first, meters, state["rows"]
 
 
 def build(args, world: distributed.World, num_classes: int, memory_format=torch.contiguous_format) -> SimpleNamespace:
@@ -352,139 +226,6 @@ def build(args, world: distributed.World, num_classes: int, memory_format=torch.
                            timer=timing.PhaseTimer(world.device))
 
 
-def setup(args, world: distributed.World) -> SimpleNamespace:
-    """The run directory (new or resumed), data, supernet, optimizers and pruner of a search (and
-    the NAS-Bench-201 benchmark, read by rank 0 only: it is large)."""
-    train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
-                                             cutout_length=args.cutout_length, image_size=args.image_size)
-    benchmark = distributed.on_main(lambda: nasbench201.Benchmark(args.nb201_file)) if args.nb201_file else None
-    state = None
-    if args.resume:
-        run_dir, state = utils.resume_checkpoint(args.resume)
-        check_resumable(run_dir, state, args)
-        args.seed = state["args"]["seed"]
-        if world.is_main:
-            utils.truncate_to(run_dir / "log.txt", state["log_bytes"])
-    else:
-        run_dir = utils.shared_run_dir(
-            world, lambda: utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}"))
-    utils.setup_logging(run_dir, world.is_main)
-    if world.is_main and not args.resume:
-        utils.write_json(run_dir / "args.json", vars(args))
-    log.info("seed %d, device %s x %d processes, args = %s", args.seed, world.device, world.world_size, vars(args))
-    utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
-
-    w_idx, a_idx = split_indices(sample_order(train_set)[:args.subset], args.train_portion)
-    batch_size = utils.per_process_batch(args.batch_size, world.world_size)
-    sal_bs = utils.per_process_batch(args.sal_batch_size or (32 if args.sal_second else args.batch_size),
-                                     world.world_size, "--sal_batch_size")
-    loader = lambda idx, bs, k, shuffle=True: make_loader(
-        train_set, bs, indices=idx, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
-        rank=world.rank, world_size=world.world_size)
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    parts = build(args, world, num_classes, memory_format)
-    if world.is_main and not args.resume:
-        utils.write_json(run_dir / "search_space.json", parts.model.space.describe())
-    log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
-    if args.search_space == "nb201" and args.nb201_file is None:
-        log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
-    # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
-    # stream (which an exact resume replays).
-    writer = utils.tensorboard_writer(run_dir, world.is_main)
-    return SimpleNamespace(
-        **vars(parts), dir=run_dir, world=world, train_queue=loader(w_idx, batch_size, 0),
-        valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
-        valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, writer=writer, state=state,
-        benchmark=benchmark, clock=time.time())
-
-
-def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
-    """Validate the supernet, derive the genotype, write the epoch's files, time accounting and
-    checkpoint."""
-    args, model, pruner, timer = run.args, run.model, run.pruner, run.timer
-    with timer("validation"):
-        distributed.sync_buffers(model)  # BN statistics: rank 0's, as DDP uses them
-        valid = utils.evaluate(model, run.valid_eval, nn.CrossEntropyLoss(), run.world.device)
-    with timer("files"):
-        genotype = model.genotype(not args.no_restrict, args.num_kept_max)
-        log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
-        log.info("genotype = %s", genotype)
-        row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
-        if args.search_space == "nb201":
-            row["arch_str"] = genotype
-            if args.nb201_file:
-                row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
-        rows.append(row)
-        if run.world.is_main:
-            write_epoch_files(run.dir, epoch, model, genotype, rows)
-            if args.save_one_shot:
-                utils.save_checkpoint(run.dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
-    # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
-    seconds = run.timer.lap()
-    log.info("epoch %d time: %s", epoch, timing.summary(seconds))
-    with timer("files"):
-        write_scalars(run, epoch, lr, train, valid, row, seconds)
-    save_state(run, epoch, None, meters, rows)
-    return genotype, valid
-
-
-def write_scalars(run: SimpleNamespace, epoch: int, lr: float, train: dict, valid: dict, row: dict,
-                  seconds: dict) -> None:
-    """The epoch's TensorBoard scalars (rank 0)."""
-    model, pruner = run.model, run.pruner
-    if run.world.is_main:
-        scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
-                   "valid/top1": valid["top1"], "lr": lr,
-                   **{f"live_ops/{t}": n for t, n in zip(model.space.cell_types, pruner.live_ops())},
-                   **{f"nb201/{k}": v for k, v in row.items() if k in nasbench201.KEYS},
-                   **{f"time/{k}": v for k, v in seconds.items()}}
-        for tag, value in scalars.items():
-            run.writer.add_scalar(tag, value, epoch)
-
-
-def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
-    """Under torchrun, prove that every process ends with the same alphas, masks and genotype."""
-    model = run.model
-    digest = hashlib.sha1(repr(genotype).encode())
-    for t in (*model.arch_parameters(), *model.masks()):
-        digest.update(t.detach().cpu().numpy().tobytes())
-    digests = distributed.gather(digest.hexdigest())
-    if len(set(digests)) > 1:
-        raise utils.UserError(f"the {len(digests)} processes ended with different architectures: {digests}")
-
-
-def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dict:
-    """The final genotype, its drawing and results.json."""
-    args, run_dir, pruner = run.args, run.dir, run.pruner
-    with run.timer("files"):
-        run.writer.close()
-        check_ranks_agree(run, genotype)
-    space = run.model.space
-    results = {"variant": variant_name(args), "search_space": space.name, "dataset": args.dataset,
-               "genotype": space.format.to_dict(genotype),
-               "seed": args.seed, "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
-               "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
-               "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
-               "world_size": run.world.world_size,
-               "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
-               "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
-    if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
-        results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
-                       else {"arch_str": genotype, "benchmark": None})
-    if run.world.is_main:
-        space.save(genotype, run_dir / "genotype.json")
-        try:
-            space.format.draw(genotype, run_dir / "genotype")
-        except GraphvizMissing as e:
-            log.warning("no drawing of the cells: %s", e)
-        utils.write_json(run_dir / "results.json", results)
-        if space.name == "nb201" and not args.nb201_file:
-            log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
-    log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
-    return results
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The search's flags, checked and completed (defaults that depend on other flags)."""
     parser = build_parser()
@@ -499,10 +240,10 @@ def main(argv: list[str] | None = None) -> dict:
     world = distributed.init(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     utils.set_determinism(args.deterministic)
-    run = setup(args, world)
+    run = search_run.setup(args, world, build)
     first_epoch, first_step, meters, rows = 0, 0, None, []
     if args.resume:
-        first_epoch, first_step, meters, rows = resume(run, run.state)
+        first_epoch, first_step, meters, rows = search_run.resume(run, run.state)
         if first_epoch >= args.epochs:
             raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
     for epoch in range(first_epoch, args.epochs):
@@ -511,31 +252,11 @@ def main(argv: list[str] | None = None) -> dict:
         if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
             log.info("epoch %d lr %e", epoch, lr)
             with run.timer("data"):
-                start_epoch(run, epoch)
+                search_run.start_epoch(run, epoch)
             meters = [utils.AverageMeter(), utils.AverageMeter()]
         train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
-        genotype, valid = end_epoch(run, epoch, lr, train, meters, rows)
+        genotype, valid = search_run.end_epoch(run, epoch, lr, train, meters, rows)
     return finish(run, genotype, valid, rows)
-
-
-RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file"}
-
-
-def check_resumable(run_dir, state: dict, args) -> None:
-    """Refuse a checkpoint written under another configuration (one line naming the flag)."""
-    for key, old in state["args"].items():
-        if key not in RESUME_IGNORED and getattr(args, key, old) != old:
-            raise utils.UserError(f"{run_dir / 'checkpoint.pt'}: checkpoint from a different configuration "
-                                  f"(--{key} {old} there, {getattr(args, key)} now)")
-
-
-def variant_name(args) -> str:
-    """The paper's name of the configuration: FP-DARTS-s1, -s2, -s1r (+ larger space; + saliency
-    from the architecture steps)."""
-    name = {"task": "s2" if args.sal_second else "s1"}.get(args.sal_type, args.sal_type)
-    name += "r" if args.num_compare > 1 else ""
-    name = f"FP-DARTS-{name}" + ("-larger" if args.no_restrict else "")
-    return name + ("+arch_steps" if getattr(args, "sal_source", "pass") == "arch_steps" else "")
 
 
 if __name__ == "__main__":
