@@ -214,10 +214,12 @@ def saliency_sgas(model: Supernet) -> Tensor:
 # ---------------------------------------------------------------- decision
 
 def shortlist(saliency: Tensor, eligible: Tensor, n: int) -> list[int]:
-    """Flat indices of the `n` eligible ops with the smallest |S| (ineligible ones never appear)."""
+    """Flat indices of the `n` eligible ops with the smallest |S|, ascending (ineligible ones never
+    appear). Ties go to the lowest flat index: with --no_restrict every op fed by a dead node has
+    S exactly 0 (topk, like the authors' argsort, leaves the order of ties unspecified)."""
     score = saliency.abs().flatten().masked_fill(~eligible.flatten(), math.inf)
     n = min(n, int(eligible.sum()))
-    return score.topk(n, largest=False).indices.tolist()  # ascending |S|
+    return score.argsort(stable=True)[:n].tolist()
 
 
 @torch.no_grad()
@@ -353,8 +355,13 @@ class Pruner:
             decisions.append({"cell": self.space.cell_types[cell], **records[best], "candidates": records})
         return distributed.broadcast(decisions)  # decided once, on rank 0, for every process
 
+    def flat_indices(self, decisions: list[dict]) -> dict[str, int]:
+        """{cell type: flat index (edge * n_ops + op)} of the ops `decisions` prune."""
+        return {d["cell"]: d["edge"] * self.space.num_ops
+                + self.space.op_index(self.space.cell_types.index(d["cell"]), d["edge"], d["op"])
+                for d in decisions}
+
     def apply(self, decisions: list[dict]) -> None:
         """Prune the decided ops (keep-mask entries set to False)."""
-        for d in decisions:
-            cell = self.space.cell_types.index(d["cell"])
-            self.model.masks()[cell][d["edge"], self.space.op_index(cell, d["edge"], d["op"])] = False
+        for cell, flat in self.flat_indices(decisions).items():
+            self.model.masks()[self.space.cell_types.index(cell)].view(-1)[flat] = False

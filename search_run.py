@@ -12,13 +12,14 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
+import audit
 import distributed
 import nasbench201
 import timing
 import utils
+from audit import AUDIT_FILE, RULES
 from data import get_datasets, make_loader, sample_order, split_indices
 from model_search import Supernet
-from saliency import Pruner
 from visualize import GraphvizMissing
 
 log = utils.logger
@@ -43,18 +44,46 @@ def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def record_event(run_dir, pruner: Pruner, epoch: int, step: int, saliency, decisions: list[dict]) -> None:
-    """The event's saliency file, its lines in prune_events.jsonl, and the log."""
+# Append-only files of a search, cut back to the checkpoint's sizes on resume.
+APPENDED = ("prune_events.jsonl", "saliency.jsonl", AUDIT_FILE)
+
+
+def record_event(run: SimpleNamespace, epoch: int, step: int, saliency: torch.Tensor, decisions: list[dict],
+                 live: list[torch.Tensor], audited: list[dict] | None) -> None:
+    """The event's files (its saliency file in the authors' layout, its lines in
+    prune_events.jsonl, every op's saliency and the live ops before it in saliency.jsonl, the
+    audit's lines), TensorBoard histograms of the live ops' saliencies, and the log."""
+    run_dir, space, pruner = run.dir, run.model.space, run.pruner
+    saliency = saliency.detach().cpu()
     utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt",
-                     dict(zip(pruner.space.cell_types, saliency.cpu().tolist())))
-    endpoints = pruner.space.endpoints
-    with open(run_dir / "prune_events.jsonl", "a") as f:
-        for d in decisions:
-            src, dst = endpoints[d["edge"]]
-            f.write(json.dumps({"epoch": epoch, "step": step, **d, "src": src, "dst": dst,
-                                "live_ops": pruner.live_ops()}) + "\n")
-            log.info("prune %s edge %d (%d->%d) %s  S=%.3g%s", d["cell"], d["edge"], src, dst,
-                     d["op"], d["saliency"], "" if d["loss"] is None else f"  loss={d['loss']:.4f}")
+                     dict(zip(space.cell_types, saliency.tolist())))
+    steps = len(run.train_queue)
+    _append(run_dir / "saliency.jsonl", [{
+        "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": steps,
+        "saliency": dict(zip(space.cell_types, saliency.tolist())),
+        "live": {t: m.int().tolist() for t, m in zip(space.cell_types, live)}}])
+    for t, s, m in zip(space.cell_types, saliency, live):
+        run.writer.add_histogram(f"saliency/{t}", s[m.cpu()], run.events)
+    endpoints = space.endpoints
+    _append(run_dir / "prune_events.jsonl", [
+        {"epoch": epoch, "step": step, **d, "src": endpoints[d["edge"]][0], "dst": endpoints[d["edge"]][1],
+         "live_ops": pruner.live_ops()} for d in decisions])
+    for d in decisions:
+        log.info("prune %s edge %d (%d->%d) %s  S=%.3g%s", d["cell"], d["edge"], *endpoints[d["edge"]],
+                 d["op"], d["saliency"], "" if d["loss"] is None else f"  loss={d['loss']:.4f}")
+    if audited:
+        _append(run_dir / AUDIT_FILE, [{"epoch": epoch, "step": step, **r} for r in audited])
+        for r in audited:
+            log.info("audit %s: Spearman |S| vs |true change| %s; true rank of the pick among %d: %s",
+                     r["cell"], ", ".join(f"{k} {r[k]['spearman_abs']:.2f}" for k in RULES), r["eligible"],
+                     ", ".join(f"{k} {r[k]['true_rank']}" for k in RULES))
+            for k in RULES:
+                run.writer.add_scalar(f"audit/{r['cell']}/{k}_spearman_abs", r[k]["spearman_abs"], run.events)
+
+
+def _append(path, records: list[dict]) -> None:
+    with open(path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list) -> None:
@@ -74,14 +103,14 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
 def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list, rng,
                      accumulation: dict) -> None:
     """The checkpoint of `save_state`, written atomically by rank 0."""
-    events = run.dir / "prune_events.jsonl"
+    sizes = {name: (run.dir / name).stat().st_size for name in APPENDED if (run.dir / name).exists()}
     utils.save_checkpoint(run.dir / "checkpoint.pt", {
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
         "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
-        "events_bytes": events.stat().st_size if events.exists() else 0, "args": vars(run.args),
+        "appended_bytes": sizes, "args": vars(run.args),
         "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
 
@@ -126,7 +155,10 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
     run.architect.optimizer.load_state_dict(state["arch_optimizer"])
     run.clock -= state["elapsed"]
     if run.world.is_main:
-        utils.truncate_to(run.dir / "prune_events.jsonl", state["events_bytes"])
+        # (checkpoints from before saliency.jsonl hold the size of prune_events.jsonl alone)
+        sizes = state.get("appended_bytes", {"prune_events.jsonl": state.get("events_bytes", 0)})
+        for name in APPENDED:
+            utils.truncate_to(run.dir / name, sizes.get(name, 0))
     run.valid_iter.load_state_dict(state["valid_stream"])
     run.events = state["events"]
     if "timer" in state:  # checkpoints from before the time accounting have none
@@ -238,6 +270,37 @@ def write_scalars(run: SimpleNamespace, epoch: int, lr: float, train: dict, vali
                    **{f"time/{k}": v for k, v in seconds.items()}}
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
+        for t, b, m in zip(model.space.cell_types, model.betas().detach().cpu(), pruner.model.masks()):
+            run.writer.add_image(f"beta/{t}", beta_image(b, m.cpu()), epoch)
+
+
+def beta_image(betas: torch.Tensor, mask: torch.Tensor, scale: int = 12) -> torch.Tensor:
+    """An (edges, n_ops) mixing-weight heatmap as a (3, H, W) image for TensorBoard: white (0) to
+    dark blue (the largest weight), pruned entries red; each entry `scale` pixels square."""
+    level = (betas / betas.max().clamp_min(1e-12)).unsqueeze(0)  # (1, edges, n_ops)
+    white, blue, red = (torch.tensor(c, dtype=torch.float32).view(3, 1, 1)
+                        for c in ((1.0, 1.0, 1.0), (0.03, 0.19, 0.42), (0.85, 0.2, 0.2)))
+    image = torch.where(mask.unsqueeze(0), white + (blue - white) * level, red)  # (3, edges, n_ops)
+    return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+
+
+def write_summary(run_dir) -> None:
+    """summary.png of the search (scripts/plot_search.py draws the rest, and PDFs); a figure that
+    fails costs the search nothing but a warning."""
+    try:
+        import plots  # (matplotlib: only here)
+
+        log.info("summary figure: %s", plots.write_summary(run_dir, formats=("png",))[0])
+    except Exception as e:  # the results are written already; the figure can be drawn again
+        log.warning("no summary figure (%s: %s); draw it with scripts/plot_search.py %s",
+                    type(e).__name__, e, run_dir)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a JSON-lines file (none when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
@@ -265,7 +328,8 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
                "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
-               "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir)}
+               "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
+               "audit": audit.summary(read_jsonl(run_dir / AUDIT_FILE)) if run.world.is_main else None}
     if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
                        else {"arch_str": genotype, "benchmark": None})
@@ -276,13 +340,18 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
         utils.write_json(run_dir / "results.json", results)
+        if args.summary:
+            with run.timer("files"):
+                write_summary(run_dir)
         if space.name == "nb201" and not args.nb201_file:
             log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results
 
 
-RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file"}
+# Flags that change nothing the search does (the audit only measures).
+RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file",
+                  "audit_every", "audit_batches", "summary"}
 
 
 def check_resumable(run_dir, state: dict, args) -> None:

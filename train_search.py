@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
+import audit
 import distributed
 import search_run
 import timing
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_restrict", action="store_true", help="larger search space: no 2-inputs-per-node rule; keep --num_kept_min ops per cell anywhere")
     g.add_argument("--num_kept_max", type=int, default=8, help="--no_restrict: ops in the derived genotype")
     g.add_argument("--num_kept_min", type=int, default=8, help="--no_restrict: pruning stops at this many live ops per cell")
+    g.add_argument("--audit_every", type=int, default=0, help="saliency audit at prune events 1, K+1, 2K+1, ...: the true change of the search loss when each live op alone is removed, against s1, s2 and s2 with coefficient 0.5 (audit.jsonl, results.json); 0: off. Costs a forward pass per live op and batch")
+    g.add_argument("--audit_batches", type=int, default=10, help="saliency batches (the event's first ones) the audit measures on")
     g.add_argument("--nb201_file", default=None, help="--search_space nb201: the benchmark file (NAS-Bench-201 v1.0/v1.1 .pth or NATS-Bench topology), to record the accuracies of every epoch's cell")
     g = p.add_argument_group("run")
     g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
@@ -88,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", default=None, help="continue an interrupted search in place: its run directory or checkpoint.pt (give the same flags)")
     g.add_argument("--channels_last", dest="channels_last", action="store_const", const="on", default="auto", help="channels_last memory format (default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA)")
     g.add_argument("--no_channels_last", dest="channels_last", action="store_const", const="off", default=argparse.SUPPRESS, help="contiguous (NCHW) memory format")
+    g.add_argument("--no_summary", dest="summary", action="store_false", help="no summary figure (summary.png/.pdf: cells, validation curves, pruning, mixing weights) at the end; scripts/plot_search.py draws it later")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
     return p
 
@@ -110,11 +114,13 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.steps = 3 if nb201 else 4 if args.steps is None else args.steps
     args.layers = (5 if nb201 else 8) if args.layers is None else args.layers
     positive = ["batch_size", "epochs", "num_compare", "init_channels", "layers", "steps", "sal_second_budget",
-                "hessian_chunk", "iter_compare", "num_kept_max", "num_kept_min"]
+                "hessian_chunk", "iter_compare", "num_kept_max", "num_kept_min", "audit_batches"]
     positive += [k for k in ("sal_batch_size", "prune_interval", "subset") if getattr(args, k) is not None]
     for name in positive:
         if getattr(args, name) < (0 if name == "iter_compare" else 1):
             p.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.audit_every < 0:
+        p.error(f"--audit_every must be 0 (off) or positive, got {args.audit_every}")
     if not 0 < args.train_portion < 1:
         p.error(f"--train_portion must be in (0, 1), got {args.train_portion}")
     if not 0 <= args.warmup < args.epochs:
@@ -129,6 +135,11 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     """
     args, pruner, valid_iter, timer = run.args, run.pruner, run.valid_iter, run.timer
     run.sal_queue.sampler.set_epoch(run.events)  # a fresh, reproducible order for every event
+    measured = None
+    if args.audit_every and run.events % args.audit_every == 0 and run.world.is_main:
+        with timer("audit"):  # on the event's first batches, leaving no trace on the search
+            measured = audit.measure(run.model, islice(run.sal_queue, args.audit_batches), run.world.device,
+                                     args.hessian_chunk)
     run.events += 1
     batches = run.sal_queue
     if args.sal_second:  # about `budget` Hessian rows per event
@@ -139,10 +150,13 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
         fixed = list(islice(valid_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
         next_batches = (lambda: fixed) if fixed else (lambda: list(islice(valid_iter, args.iter_compare + 1)))
         decisions = pruner.decide(saliency, next_batches)
+    live = [m.clone() for m in run.model.masks()]
+    audited = None if measured is None else audit.compare(
+        measured, run.model, restrict=not args.no_restrict, pruned=pruner.flat_indices(decisions))
     pruner.apply(decisions)
     if run.world.is_main:
         with timer("files"):
-            search_run.record_event(run.dir, pruner, epoch, step, saliency, decisions)
+            search_run.record_event(run, epoch, step, saliency, decisions, live, audited)
 
 
 def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to print on stdout: Markdown tables (default), CSV, or both")
     p.add_argument("--csv", metavar="FILE",
                    help="also write the CSV to FILE (atomically: a temporary file, then a rename)")
+    p.add_argument("--plot", metavar="DIR", nargs="?", const=".", default=None,
+                   help="also draw each data set's table as results_<dataset>.png/.pdf in DIR (default: the "
+                        "current folder): test top-1 against params and against search cost, mean ± std over "
+                        "seeds, the paper's figures as hollow stars")
     return p
 
 
@@ -274,6 +278,26 @@ def to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+# The authors' README: test top-1 (%) and params (M) of the cells they found (means of three searches).
+PUBLISHED = {"cifar10": {"FP-DARTS-s1": (97.41, 3.3), "FP-DARTS-s2": (97.45, 3.3), "FP-DARTS-s1r": (97.55, 3.5),
+                         "FP-DARTS-s1r-larger": (97.52, 3.4)},
+             "imagenet": {"FP-DARTS-s2": (75.0, 4.9), "FP-DARTS-s1r": (75.4, 5.1), "FP-DARTS-s1r-larger": (75.3, 5.1)}}
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    """results_<dataset>.png/.pdf for every data set with evaluations; return the files."""
+    import plots  # (matplotlib: only with --plot)
+
+    written = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows if "dataset" in r):
+        ours = [r for r in rows if r.get("dataset") == dataset]
+        try:
+            written += plots.save(plots.fig_results(ours, dataset, PUBLISHED.get(dataset, {})), out / f"results_{dataset}")
+        except OSError as e:
+            raise UserError(f"cannot write the figures to {out}: {e}") from None
+    return written
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Print the tables (and write `--csv`); return their rows, evaluations first, then searches."""
     args = build_parser().parse_args(argv)
@@ -290,6 +314,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sys.stdout.write(markdown(rows))
     if args.format in ("csv", "both"):
         sys.stdout.write(("\n" if args.format == "both" else "") + text)
+    if args.plot is not None:
+        for path in plot(rows, Path(args.plot)):
+            sys.stderr.write(f"figure: {path}\n")  # (stdout holds the tables)
     if args.csv:
         try:
             atomic_write(args.csv, text)

@@ -10,7 +10,8 @@
 #    9 edges), then prunes the weakest op of the normal and of the reduce cell by search-loss
 #    saliency at every prune event, down to the DARTS cell (2 inputs per node);
 # 3. trains the found cell from scratch (a fresh network, no weights from the search);
-# 4. reports the test accuracy, the genotype and where the drawings of the cells are.
+# 4. reports the test accuracy, the genotype, and where the drawings of the cells and the search's
+#    summary figure are (scripts/plot_search.py draws more from the search's run directory).
 #
 # Everything lands in $OUT (default: quickstart/). The sizes below are knobs for a quick look;
 # the paper's settings are in scripts/run_search.sh and scripts/run_fulltrain.sh.
@@ -27,7 +28,7 @@ BATCH=${BATCH:-64}                   # search batch (training from scratch uses 
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-20}     # training from scratch, on all 1,437 training images
 SEED=${SEED:-0}
 
-if python -c "import torch, torchvision, sklearn, tensorboard, graphviz" 2>/dev/null; then
+if python -c "import torch, torchvision, sklearn, tensorboard, graphviz, matplotlib" 2>/dev/null; then
     echo "== requirements: already installed"
 else
     echo "== installing requirements.txt"
@@ -64,6 +65,8 @@ print(f"  normal: {found['genotype']['normal']}")
 print(f"  reduce: {found['genotype']['reduce']}")
 drawings = sorted(str(p) for p in search.glob("genotype_*.png"))
 print(f"drawings:        {', '.join(drawings) or 'none (Graphviz missing)'}")
+summary = search / "summary.png"
+print(f"summary figure:  {summary if summary.is_file() else 'none (see search.out)'}")
 print(f"trained network: {evaluation} ({trained['params_M']:.3f}M parameters)")
 print(f"test accuracy:   {trained['final_test_top1']:.2f}% on the 360 held-out digits (chance: 10%)")
 print(f"wall time:       {seconds} s for the search and the training")

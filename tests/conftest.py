@@ -85,6 +85,35 @@ def search_runs(tmp_path_factory):
     return runs
 
 
+# 32 weight images in batches of 16 with a prune event every step: 2 events per epoch, so the
+# 31 events of a 2-node cell (35 -> 4 ops) end in epoch 16 of 18.
+TINY_COMPLETE = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
+                 "--layers", "3", "--steps", "2", "--epochs", "18", "--warmup", "1", "--prune_interval", "1",
+                 "--report_freq", "100", "--seed", "7"]
+COMPLETE = {
+    # s1 in the DARTS cell, with the saliency audit at prune events 1 and 21 (on one batch)
+    "s1": ["--audit_every", "20", "--audit_batches", "1"],
+    # s1r in the larger space (pruning stops at 4 live ops per cell anywhere)
+    "s1r-larger": ["--no_restrict", "--num_kept_min", "4", "--num_kept_max", "4", "--num_compare", "2",
+                   "--iter_compare", "0"],
+}
+
+
+@pytest.fixture(scope="session")
+def complete_searches(tmp_path_factory):
+    """complete_searches(kind) -> the run directory of a search through its whole prune schedule
+    (TINY_COMPLETE plus COMPLETE[kind]), run once per session."""
+    done = {}
+
+    def get(kind):
+        if kind not in done:
+            out = tmp_path_factory.mktemp(f"complete_{kind}")
+            run_cli("train_search.py", *TINY_COMPLETE, *COMPLETE[kind], "--out_dir", out)
+            (done[kind],) = out.iterdir()
+        return done[kind]
+    return get
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """A 3-class ImageFolder tree of 32-pixel JPEGs."""

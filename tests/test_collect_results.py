@@ -4,9 +4,10 @@ import io
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 SCRIPT = "scripts/collect_results.py"
+SCRIPT_PATH = ROOT / SCRIPT
 S1, S1R, S2 = "FP-DARTS-s1", "FP-DARTS-s1r", "FP-DARTS-s2"
 
 
@@ -198,3 +199,34 @@ def test_search_space_tables(tmp_path):
            "96.00 ± 1.41 | 0.50 ± 0.00 | 2 |" in nb201
     assert "| FP-DARTS-s1r on cifar100 | – | – | – | – | – | – | 0.50 | 1 |" in nb201
     assert "| FP-DARTS-s1r [s2] on svhn | 80.00 | 1.00 | 1 |" in out  # the searches table
+
+
+def test_plot_draws_each_table_with_the_papers_figures(tree):
+    import importlib.util
+
+    import numpy as np
+    from test_plots import check_figure_files
+
+    import plots
+
+    result = run_cli(SCRIPT, "ckpt", "evals", "--plot", "figures", cwd=tree)
+    assert result.stdout == EXPECTED_MARKDOWN  # the tables are unchanged; the figures are named on stderr
+    written = sorted((tree / "figures").iterdir())
+    assert [p.name for p in written] == ["results_cifar10.pdf", "results_cifar10.png",
+                                         "results_imagenet.pdf", "results_imagenet.png"]
+    assert all(f"figure: figures/{p.name}" in result.stderr for p in written)
+    check_figure_files(written)
+    # The data behind the CIFAR-10 figure: one point per variant at its means, the paper's stars.
+    spec = importlib.util.spec_from_file_location("collect_results", SCRIPT_PATH)
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    rows = [r for r in collect.evaluation_rows(*collect.scan([tree / "ckpt", tree / "evals"]))
+            if r["dataset"] == "cifar10"]
+    fig = plots.fig_results(rows, "cifar10", collect.PUBLISHED["cifar10"])
+    params, cost = fig.axes[:2]
+    points = [c[0].get_data() for c in params.containers]  # errorbar containers: (line, caps, bars)
+    assert [(float(x[0]), float(y[0])) for x, y in points] == [
+        pytest.approx((r["params_M_mean"], r["test_top1_mean"])) for r in rows]
+    stars = np.concatenate([c.get_offsets() for c in params.collections if c.get_gid() == "paper"])
+    assert sorted(map(tuple, stars)) == sorted((p, t) for t, p in collect.PUBLISHED["cifar10"].values())
+    assert len(cost.containers) == 2  # DARTS_V2 has no search cost

@@ -26,3 +26,4 @@ def test_quickstart_pipeline(tmp_path):
     assert f"genotype:        {search / 'genotype.json'}" in out
     if shutil.which("dot"):
         assert (search / "genotype_normal.png").exists() and str(search / "genotype_normal.png") in out
+    assert f"summary figure:  {search / 'summary.png'}" in out and (search / "summary.png").stat().st_size > 5000

@@ -28,7 +28,7 @@ def load_script(name: str):
 SCRIPTS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet,
            "train_nb201.py": train_nb201, "nasbench201.py": nasbench201, "visualize.py": visualize,
            **{f"scripts/{n}.py": load_script(f"scripts/{n}.py")
-              for n in ("select_genotype", "collect_results", "make_imagenet_subset")}}
+              for n in ("select_genotype", "collect_results", "make_imagenet_subset", "plot_search")}}
 
 
 def readme_commands():

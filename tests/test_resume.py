@@ -93,11 +93,16 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
             *TINY_SEARCH[TINY_SEARCH.index("--warmup"):]]
     run_cli("train_search.py", *args, "--out_dir", tmp_path / "ref")
     ref = only_run(tmp_path / "ref")
-    cut = kill_when("train_search.py", args, tmp_path / "cut", mid_pruning)
+    # The interrupted search also runs the saliency audit (at events 1 and 7), which must leave
+    # no trace on what the search does, and whose lines are cut back on resume like the others.
+    audited = [*args, "--audit_every", "6", "--audit_batches", "1"]
+    cut = kill_when("train_search.py", audited, tmp_path / "cut", mid_pruning)
     assert not (cut / "results.json").exists(), "the search finished before it was killed"
-    run_cli("train_search.py", *args, "--resume", cut)
-    for name in ("genotype.json", "prune_events.jsonl", "results_of_7q/results.csv"):
+    run_cli("train_search.py", *audited, "--resume", cut)
+    for name in ("genotype.json", "prune_events.jsonl", "saliency.jsonl", "results_of_7q/results.csv"):
         assert (ref / name).read_text() == (cut / name).read_text(), name
+    audit_lines = [json.loads(line) for line in (cut / "audit.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in audit_lines] == [(1, 0), (1, 0), (4, 0), (4, 0)]
     for epoch in range(7):
         for kind in ("genotype", "alpha"):
             rel = f"results_of_7q/{kind}/{epoch}.txt"

@@ -146,6 +146,14 @@ def test_shortlist_never_contains_ineligible_ops_even_on_ties():
     assert len(picked) == 10 and all(p >= 7 for p in picked)
 
 
+def test_shortlist_breaks_ties_by_the_lowest_flat_index():
+    sal = torch.tensor([[3.0, 0.0, -1.0], [0.0, 5.0, 0.0], [0.0, -0.0, 2.0]])  # five exact zeros
+    eligible = torch.ones(3, 3, dtype=torch.bool)
+    eligible[1, 0] = False
+    assert S.shortlist(sal, eligible, 4) == [1, 5, 6, 7]
+    assert S.shortlist(-sal, eligible, 6) == [1, 5, 6, 7, 2, 8]
+
+
 def test_schedule_last_prune_in_epoch_54():
     """98 live ops, warm-up 10, 391 batches per epoch (interval 195: two events per epoch)."""
     torch.manual_seed(0)

@@ -3,18 +3,14 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import TINY_COMPLETE, run_cli
 
 import train_search
 import utils
 from genotypes import is_restricted, load_genotype
 from model import NetworkCIFAR
 
-# 32 weight images in batches of 16 with a prune event every step: 2 events per epoch, so the
-# 31 events of a 2-node cell (35 -> 4 ops) end in epoch 16 of 18.
-TINY = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
-        "--layers", "3", "--steps", "2", "--epochs", "18", "--warmup", "1", "--prune_interval", "1",
-        "--report_freq", "100", "--seed", "7"]
+TINY = TINY_COMPLETE
 
 
 def search(tmp_path, *extra):
@@ -49,9 +45,9 @@ def check_run_dir(run_dir, epochs=18):
     return genotype, events
 
 
-def test_s1_reaches_the_darts_cell(tmp_path):
-    # Same seed, same search: test_resume.py compares whole uninterrupted and resumed searches.
-    genotype, events = check_run_dir(search(tmp_path))
+def test_s1_reaches_the_darts_cell(complete_searches):
+    # (The search runs a saliency audit too: test_plots.py checks it.)
+    genotype, events = check_run_dir(complete_searches("s1"))
     assert is_restricted(genotype) and len(genotype.normal) == len(genotype.reduce) == 4
     assert all(e["loss"] is None and len(e["candidates"]) == 1 for e in events)
 
@@ -82,10 +78,8 @@ def test_s1r_compares_candidates(tmp_path):
     assert is_restricted(load_genotype(run_dir / "genotype.json"))
 
 
-def test_no_restrict_larger_space(tmp_path):
-    run_dir = search(tmp_path, "--no_restrict", "--num_kept_min", "4", "--num_kept_max", "4",
-                     "--num_compare", "2", "--iter_compare", "0")
-    genotype, events = check_run_dir(run_dir)
+def test_no_restrict_larger_space(complete_searches):
+    genotype, events = check_run_dir(complete_searches("s1r-larger"))
     assert not is_restricted(genotype)
     assert events[-1]["live_ops"] == [4, 4]
     assert len(genotype.normal) <= 4

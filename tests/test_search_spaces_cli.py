@@ -92,6 +92,28 @@ def test_search_reaches_the_end_state_and_resumes_exactly(searched, space):
     assert len(lines) == events * len(results["live_ops"])
 
 
+@pytest.mark.parametrize("space", list(RUNS))
+def test_every_space_is_plotted(searched, space):
+    import numpy as np
+    from test_plots import check_figure_files
+
+    import plots
+
+    ref, cut = searched(space)
+    check_figure_files([ref / "summary.png", cut / "summary.png"])  # drawn by the search at its end
+    run = plots.load_run(ref)
+    state = torch.load(ref / "checkpoint.pt", weights_only=False)["model"]
+    fig = plots.fig_betas(run)
+    columns = len(plots.snapshot_epochs(run))
+    for ax, cell in zip(fig.axes[columns - 1::columns], run.types):  # the last epoch of each cell type
+        (image,) = ax.get_images()
+        np.testing.assert_array_equal(~image.get_array().mask, state[f"keep_{cell}"].numpy())
+    fig = plots.fig_timeline(run)
+    for ax, cell in zip(fig.axes, run.types):
+        (markers,) = [c for c in ax.collections if c.get_gid() == "prune markers"]
+        assert len(markers.get_offsets()) == RUNS[space][1]
+
+
 @pytest.mark.parametrize("space_name", ["s1", "s3", "s4"])
 def test_darts_cell_spaces_derive_a_darts_cell_from_their_own_ops(searched, space_name):
     ref, _ = searched(space_name)

@@ -1,0 +1,90 @@
+"""The saliency audit (`train_search.py --audit_every K`): at a prune event, before pruning, how
+well s1 and s2 rank the live ops against the truth, the change of the search loss when each op
+alone is removed. It measures; it never changes what the search does."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from statistics import fmean
+
+import torch
+from torch import Tensor
+
+import utils
+from model_search import Supernet
+from saliency import removal_change, saliency_first_order, saliency_second_order, shortlist, spearman
+
+# The rules audited, by the coefficient of their Hessian term: s1 (none), s2 as the authors
+# weight it (1) and s2 with the Taylor expansion's 1/2.
+RULES = {"s1": 0.0, "s2": 1.0, "s2_half": 0.5}
+AUDIT_FILE = "audit.jsonl"
+
+
+@contextlib.contextmanager
+def untouched(model: Supernet):
+    """The model's buffers (BN running statistics) and every random generator are as before on
+    leaving: the audit's passes leave no trace on the search."""
+    rng = utils.rng_state()
+    buffers = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        utils.set_rng_state(rng)
+
+
+def true_rank(truth: Tensor, eligible: Tensor, flat: int) -> int:
+    """1 + how many eligible ops' removal raises the search loss less than removing op `flat`
+    (1: the least harmful op to prune)."""
+    return 1 + int((truth[eligible] < truth[flat]).sum())
+
+
+def measure(model: Supernet, batches: Iterable, device: torch.device, hessian_chunk: int = 16) -> dict:
+    """The truth and the three rules' saliencies on `batches`, in float32 (cell types, edges,
+    n_ops each): {"truth", "s1", "s2", "s2_half"}."""
+    with untouched(model):  # (drawing the batches may draw random numbers too)
+        batches = list(batches)
+        truth = removal_change(model, batches, device)
+        first = saliency_first_order(model, batches, device).double()
+        hessian = saliency_second_order(model, batches, device, hessian_coef=1.0, chunk=hessian_chunk,
+                                        first_order=torch.zeros_like(first)).double()  # diag(H) * beta^2
+    return {"truth": truth, **{name: first + coef * hessian for name, coef in RULES.items()}}
+
+
+def compare(measured: dict, model: Supernet, *, restrict: bool, pruned: dict[str, int] | None = None) -> list[dict]:
+    """Per cell type: the rules' Spearman correlation with the truth over the live ops (signed,
+    and of the magnitudes), the op each rule would prune (the eligible op of smallest |S|) and
+    its true rank among the eligible ops; with `pruned` ({cell type: flat index}), the true rank
+    of the op the event actually pruned."""
+    space, records = model.space, []
+    for cell, (name, mask) in enumerate(zip(space.cell_types, model.masks())):
+        live, eligible = mask.flatten().cpu(), space.eligible(cell, mask, restrict).flatten().cpu()
+        truth = measured["truth"][cell].flatten().cpu()
+        record = {"cell": name, "live_ops": int(live.sum()), "eligible": int(eligible.sum())}
+        for rule in RULES:
+            s = measured[rule][cell].flatten().cpu()
+            (pick,) = shortlist(s, eligible, 1)
+            edge, op = divmod(pick, mask.size(1))
+            record[rule] = {"spearman": spearman(s[live], truth[live]),
+                            "spearman_abs": spearman(s[live].abs(), truth[live].abs()),
+                            "pick": {"edge": edge, "op": space.op_name(cell, edge, op)},
+                            "true_rank": true_rank(truth, eligible, pick)}
+        if pruned and name in pruned:
+            record["pruned_true_rank"] = true_rank(truth, eligible, pruned[name])
+        records.append(record)
+    return records
+
+
+def summary(lines: list[dict]) -> dict | None:
+    """The audit over a search (the records of audit.jsonl): events audited and, per rule, the
+    mean correlations and the mean true rank of its pick relative to the eligible ops."""
+    if not lines:
+        return None
+    out = {"events": len({(r["epoch"], r["step"]) for r in lines})}
+    for rule in RULES:
+        out[rule] = {"spearman": fmean(r[rule]["spearman"] for r in lines),
+                     "spearman_abs": fmean(r[rule]["spearman_abs"] for r in lines),
+                     "true_rank_fraction": fmean(r[rule]["true_rank"] / r["eligible"] for r in lines)}
+    return out
