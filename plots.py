@@ -335,7 +335,7 @@ def fig_summary(run: SimpleNamespace, out: Path):
     plt = _plt()
     n = len(run.types)
     fig = plt.figure(figsize=(14, 12), layout="constrained")
-    rows = fig.add_gridspec(3, 1, height_ratios=[0.55, 1.0, 1.0])
+    rows = fig.add_gridspec(3, 1, height_ratios=[0.42, 1.0, 1.0])
     state = "final" if run.results else f"epoch {run.epochs[-1]}"
     top, middle, bottom = (rows[i].subgridspec(1, k) for i, k in enumerate((n, n + 1, n)))
     for i, (cell, image) in enumerate(drawings(run, out).items()):
