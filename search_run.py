@@ -128,7 +128,7 @@ def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate:
     needed = run.pruner.events_left()  # the schedule's points still to come, where events are due:
     in_epoch = min(needed, steps // interval - (step + 1) // interval if epoch >= args.warmup else 0)
     after = min(needed - in_epoch, steps // interval * (args.epochs - max(epoch + 1, args.warmup)))
-    spent = timer.total.get("saliency", 0.0) + timer.total.get("compare", 0.0)
+    spent = sum(timer.total.get(k, 0.0) for k in ("saliency", "compare", "audit"))
     event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
     validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3
     epoch_left, search_left = timing.search_eta(
