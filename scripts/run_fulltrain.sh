@@ -7,6 +7,9 @@
 #
 #   bash scripts/run_fulltrain.sh                       # every ckpt/search-*/ that finished
 #   RUNS="ckpt/search-s1r-*" NPROC=2 bash scripts/run_fulltrain.sh
+#   GPUS="0 1 2 3" bash scripts/run_fulltrain.sh        # 4 at a time, one per GPU (also EXECUTOR=slurm)
+#
+# Through campaign.py: finished trainings are skipped, interrupted ones resumed.
 #
 # The larger-space genotypes (3-element genes) are recognised automatically; `--no_restrict` is
 # accepted too, as in the authors' README.
@@ -17,10 +20,7 @@ DATA=${DATA:-../data}
 RUNS=${RUNS:-"ckpt/search-*"}
 EPOCH=${EPOCH:--1}        # which epoch's genotype: -1 = the final one
 SEED=${SEED:-0}
-source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
+source scripts/launch.sh   # NPROC, GPUS, JOBS, EXECUTOR, ... as campaign.py flags; DRY_RUN=1 prints only
 
-for run in $RUNS; do
-    [ -f "$run/genotype.json" ] || { echo "skipping $run: the search has not finished" >&2; continue; }
-    "${launch[@]}" train.py --mode train --cutout --auxiliary --base_dir "$run" --genotype_names "$EPOCH" \
-        --data "$DATA" --seed "$SEED" --layers 20 --init_channels 36 --batch_size 96
-done
+# shellcheck disable=SC2086  # (RUNS is a glob, expanded on purpose)
+python campaign.py --stages retrain --runs $RUNS --epoch "$EPOCH" --retrain_seed "$SEED" --data "$DATA" "${where[@]}"

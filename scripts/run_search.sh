@@ -6,6 +6,16 @@
 #   bash scripts/run_search.sh              # all variants, seeds 0 1 2, one after the other
 #   VARIANTS="s1r" SEEDS="0" bash scripts/run_search.sh
 #   NPROC=4 bash scripts/run_search.sh      # each search on 4 GPUs (torchrun; same global batch)
+#   GPUS="0 1 2 3" bash scripts/run_search.sh   # 4 searches at a time, one per GPU
+#   EXECUTOR=slurm PARTITION=gpu TIME=2880 bash scripts/run_search.sh   # SLURM arrays (submitit)
+#
+# The jobs run through campaign.py (the variants' flags are its VARIANTS): finished searches are
+# skipped, interrupted ones resumed; logs and campaign.json in ckpt/campaign/. The variants:
+#   s1: first-order Taylor saliency S = -(dL/dbeta) * beta of the search loss;
+#   s2: plus the exact Hessian diagonal term, on about 500 Hessian rows per event;
+#   s1r: the 5 lowest-saliency candidates re-checked by removing each one and measuring the
+#        validation loss on iter_compare + 1 = 31 batches;
+#   s1r_larger: s1r without the 2-inputs-per-node rule; 8 ops per cell, anywhere in the cell.
 #
 # Common settings are the authors' defaults (see `python train_search.py --help`):
 #   --epochs 60 --warmup 10      10 epochs of plain first-order DARTS, then a prune event in the
@@ -22,22 +32,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../data}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"s1 s2 s1r s1r_larger"}
-source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
+source scripts/launch.sh   # NPROC, GPUS, JOBS, EXECUTOR, ... as campaign.py flags; DRY_RUN=1 prints only
 
-for variant in $VARIANTS; do
-    case $variant in
-        # s1: first-order Taylor saliency S = -(dL/dbeta) * beta of the search loss.
-        s1) flags=(--sal_type task) ;;
-        # s2: plus the exact Hessian diagonal term, on about 500 Hessian rows per event.
-        s2) flags=(--sal_type task --sal_second) ;;
-        # s1r: the 5 lowest-saliency candidates are re-checked by removing each one and
-        # measuring the validation loss on iter_compare + 1 = 31 batches.
-        s1r) flags=(--sal_type task --num_compare 5) ;;
-        # larger space: no 2-inputs-per-node rule; 8 ops per cell, anywhere in the cell.
-        s1r_larger) flags=(--sal_type task --num_compare 5 --no_restrict) ;;
-        *) echo "unknown variant '$variant' (s1, s2, s1r, s1r_larger)" >&2; exit 2 ;;
-    esac
-    for seed in $SEEDS; do
-        "${launch[@]}" train_search.py "${flags[@]}" --data "$DATA" --seed "$seed" --task "$seed" --save "$variant"
-    done
-done
+# shellcheck disable=SC2086  # (the lists split into words on purpose)
+python campaign.py --stages search --variants $VARIANTS --seeds $SEEDS --data "$DATA" "${where[@]}"
