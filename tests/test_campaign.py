@@ -78,10 +78,10 @@ def test_a_killed_campaign_resumes_and_a_failed_job_does_not_stop_the_others(tmp
 
     # A search killed (runner and job, SIGKILL) after its first checkpoints is resumed by a rerun.
     argv = [sys.executable, str(ROOT / "campaign.py"), "--stages", "search", "--variants", "s1", "--seeds", "9",
-            "--ckpt", str(tmp_path / "ckpt2"), "--search_args", SEARCH.replace("--epochs 3", "--epochs 18")]
+            "--ckpt", str(tmp_path / "ckpt2"), "--search_args", SEARCH.replace("--epochs 3", "--epochs 8")]
     runner = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "ckpt2").glob("search-*/results_of_7q/alpha/4.txt")):
+    while time.time() < deadline and not list((tmp_path / "ckpt2").glob("search-*/results_of_7q/alpha/2.txt")):
         time.sleep(0.1)
     (job,) = manifest(tmp_path / "ckpt2").values()
     for pid in (runner.pid, job["pid"]):
