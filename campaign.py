@@ -10,6 +10,7 @@ The shell scripts in scripts/ (run_search.sh, run_fulltrain.sh, run_campaign.sh)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -109,8 +110,6 @@ def _eval_dir(base, done) -> Path | None:
 
 
 def _winner(done) -> list[str]:
-    import json
-
     selection = done.get("select")
     if selection is None or not (selection / "selection.json").is_file():
         return ["--base_path", "<selected run>", "--genotype_name", "<selected epoch>"]

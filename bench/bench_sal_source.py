@@ -61,7 +61,8 @@ def watch(records: list):
 # --accuracy: 384 + 384 digits in batches of 64, an event every 3 steps (windows of 3 architecture
 # steps against a pass over 6 batches), 3-node cells: 57 events (63 -> 6 ops per cell), the last in epoch 33.
 ACCURACY_SEARCH = ["--dataset", "digits", "--subset", "768", "--batch_size", "64", "--init_channels", "8",
-                   "--layers", "3", "--steps", "3", "--epochs", "36", "--warmup", "5", "--report_freq", "1000"]
+                   "--layers", "3", "--steps", "3", "--epochs", "36", "--warmup", "5", "--report_freq", "1000",
+                   "--no_summary"]
 # The quick start's training from scratch, on all 1,437 training digits.
 RETRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "20", "--batch_size", "64",
            "--learning_rate", "0.05", "--init_channels", "16", "--layers", "4", "--drop_path_prob", "0.1",

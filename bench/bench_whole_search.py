@@ -48,7 +48,7 @@ CONFIGS = {  # channels, cells, batch size, image side (those of bench_search.py
 # every 3 steps), cells of 4 nodes (the DARTS cell), 3 cells of 8 channels.
 REDUCED = dict(C=8, layers=3, batch=64, size=8, subset=768)
 REDUCED_ARGS = ["--dataset", "digits", "--subset", "768", "--batch_size", "64", "--init_channels", "8",
-                "--layers", "3", "--epochs", "60", "--warmup", "10", "--report_freq", "1000"]
+                "--layers", "3", "--epochs", "60", "--warmup", "10", "--report_freq", "1000", "--no_summary"]
 METHODS = {  # name: (prunes, s2, num_compare, saliency from the architecture steps), flags
     "unpruned": ((False, False, 1, False), ["--prune_interval", "1000000"]),  # never a point of the schedule
     "s1": ((True, False, 1, False), []),

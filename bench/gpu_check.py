@@ -45,10 +45,12 @@ from bench.bench_search import darts_cell_mask, timed  # noqa: E402
 from bench.bench_train import images_per_second  # noqa: E402
 
 DIGITS_SEARCH = ["--dataset", "digits", "--subset", "600", "--batch_size", "64", "--init_channels", "8",
-                 "--layers", "3", "--steps", "3", "--epochs", "16", "--warmup", "2", "--prune_interval", "1"]
+                 "--layers", "3", "--steps", "3", "--epochs", "16", "--warmup", "2", "--prune_interval", "1",
+                 "--no_summary"]
 # 1-node cells (14 -> 2 ops per cell: 12 events), an event every step, 2 steps per epoch.
 TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
-               "--layers", "3", "--steps", "1", "--epochs", "8", "--warmup", "1", "--prune_interval", "1"]
+               "--layers", "3", "--steps", "1", "--epochs", "8", "--warmup", "1", "--prune_interval", "1",
+               "--no_summary"]
 TINY_TRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "1", "--batch_size", "64",
               "--init_channels", "4", "--layers", "2", "--report_freq", "1000"]
 

@@ -71,7 +71,7 @@ def make_imagenet16(root: Path, per_file: int = 6) -> Path:
 
 TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
                "--layers", "3", "--steps", "2", "--epochs", "3", "--warmup", "1", "--prune_interval", "1",
-               "--report_freq", "100", "--seed", "3"]
+               "--report_freq", "100", "--seed", "3", "--no_summary"]
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +92,7 @@ TINY_COMPLETE = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", 
                  "--report_freq", "100", "--seed", "7"]
 COMPLETE = {
     # s1 in the DARTS cell, with the saliency audit at prune events 1 and 21 (on one batch)
-    "s1": ["--audit_every", "20", "--audit_batches", "1"],
+    "s1": ["--audit_every", "20", "--audit_batches", "1", "--hessian_chunk", "80"],
     # s1r in the larger space (pruning stops at 4 live ops per cell anywhere)
     "s1r-larger": ["--no_restrict", "--num_kept_min", "4", "--num_kept_max", "4", "--num_compare", "2",
                    "--iter_compare", "0"],

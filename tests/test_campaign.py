@@ -38,9 +38,9 @@ def manifest(ckpt):
 
 def test_two_jobs_at_a_time_in_order_then_all_skipped(tmp_path):
     ckpt = tmp_path / "ckpt"
-    first = run_campaign(ckpt, JOBS="2", SEEDS="0 1 2")
+    first = run_campaign(ckpt, JOBS="2", SEEDS="0 1")
     jobs = manifest(ckpt)
-    assert len(jobs) == 6 and all(j["state"] == "done" for j in jobs.values()), first.stdout
+    assert len(jobs) == 4 and all(j["state"] == "done" for j in jobs.values()), first.stdout
     # At most two at once, and two at once at some point (from the recorded start and end times).
     times = sorted([(j["started"], 1) for j in jobs.values()] + [(j["ended"], -1) for j in jobs.values()],
                    key=lambda t: (t[0], t[1]))
@@ -49,17 +49,17 @@ def test_two_jobs_at_a_time_in_order_then_all_skipped(tmp_path):
         level += step
         peak = max(peak, level)
     assert peak == 2
-    for seed in range(3):
+    for seed in range(2):
         search, retrain = jobs[f"search-s1-seed{seed}"], jobs[f"retrain-search-s1-seed{seed}"]
         assert retrain["started"] >= search["ended"]
         assert retrain["run_dir"].startswith(search["run_dir"] + "/eval-")
         assert (Path(search["run_dir"]) / "results.json").is_file()
     dirs = sorted(p.name for p in ckpt.iterdir())
-    second = run_campaign(ckpt, JOBS="2", SEEDS="0 1 2")
-    assert second.stdout.count(" skipped  ") == 6 and "started" not in second.stdout
+    second = run_campaign(ckpt, JOBS="2", SEEDS="0 1")
+    assert second.stdout.count(" skipped  ") == 4 and "started" not in second.stdout
     assert sorted(p.name for p in ckpt.iterdir()) == dirs  # nothing new
     status = run_cli("scripts/campaign_status.py", ckpt / "campaign").stdout
-    assert status.count("skipped") == 7 and "search-s1-seed2" in status  # six rows and the count
+    assert status.count("skipped") == 5 and "retrain-search-s1-seed1" in status  # four rows and the count
 
 
 def test_a_killed_campaign_resumes_and_a_failed_job_does_not_stop_the_others(tmp_path, search_runs):

@@ -95,7 +95,7 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
     ref = only_run(tmp_path / "ref")
     # The interrupted search also runs the saliency audit (at events 1 and 7), which must leave
     # no trace on what the search does, and whose lines are cut back on resume like the others.
-    audited = [*args, "--audit_every", "6", "--audit_batches", "1"]
+    audited = [*args, "--audit_every", "6", "--audit_batches", "1", "--hessian_chunk", "80"]
     cut = kill_when("train_search.py", audited, tmp_path / "cut", mid_pruning)
     assert not (cut / "results.json").exists(), "the search finished before it was killed"
     run_cli("train_search.py", *audited, "--resume", cut)
@@ -109,7 +109,7 @@ def test_search_resume_after_sigkill_mid_pruning_is_exact(tmp_path):
             assert (ref / rel).read_text() == (cut / rel).read_text(), rel
     log = (cut / "log.txt").read_text()
     assert "resuming" in log and log.count("epoch 6 lr") == 1
-    again = run_cli("train_search.py", *args, "--resume", cut, check=False)
+    again = run_cli("train_search.py", *audited, "--resume", cut, check=False)
     assert again.returncode == 2 and "already finished its 7 epochs" in again.stderr
 
 

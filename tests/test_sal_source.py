@@ -63,7 +63,7 @@ def test_s2_with_accumulated_s1_adds_only_the_hessian_term():
 # architecture steps cross the epoch ends, where the checkpoints hold a running sum.
 ARGS = ["--dataset", "digits", "--subset", "64", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
         "--steps", "2", "--epochs", "6", "--warmup", "1", "--prune_interval", "3", "--report_freq", "100",
-        "--seed", "9", "--sal_source", "arch_steps", "--num_compare", "2", "--iter_compare", "0"]
+        "--seed", "9", "--sal_source", "arch_steps", "--num_compare", "2", "--iter_compare", "0", "--no_summary"]
 
 
 def test_search_killed_mid_accumulation_resumes_exactly(tmp_path):

@@ -15,7 +15,7 @@ TINY = TINY_COMPLETE
 
 def search(tmp_path, *extra):
     out = tmp_path / "ckpt"
-    run_cli("train_search.py", *TINY, "--out_dir", out, *extra)
+    run_cli("train_search.py", *TINY, "--out_dir", out, "--no_summary", *extra)
     (run_dir,) = out.iterdir()
     return run_dir
 
@@ -59,6 +59,7 @@ def test_s2_prunes_with_the_hessian_term(tmp_path):
                      "--epochs", "3")
     events = [json.loads(line) for line in (run_dir / "prune_events.jsonl").read_text().splitlines()]
     assert len(events) == 2 * 2 * 2 and all(torch.isfinite(torch.tensor(e["saliency"])) for e in events)
+    assert not (run_dir / "summary.png").exists()  # --no_summary
     results = json.loads((run_dir / "results.json").read_text())
     assert results["variant"] == "FP-DARTS-s2" and results["live_ops"] == [35 - 4, 35 - 4]
     sal = json.loads((run_dir / "results_of_7q" / "sal" / "2.txt").read_text())
