@@ -8,4 +8,5 @@ python -m pip install --quiet --disable-pip-version-check -r requirements-dev.tx
 
 bash scripts/install_graphviz.sh
 
-CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=2 python -m pytest -q "$@"
+# Two workers (pytest-xdist), one per core; each test process uses one thread (tests/conftest.py).
+CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=1 python -m pytest -q -n 2 --dist loadgroup "$@"

@@ -11,7 +11,23 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(2)
+# Under pytest-xdist (scripts/test.sh runs 2 workers) each test process gets one core's worth of
+# threads: two workers with 2 threads each on 2 cores would oversubscribe them.
+THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(int(THREADS))
+
+
+def pytest_collection_modifyitems(items):
+    """With `--dist loadgroup`: the tests of a file on one worker (module fixtures run once), and
+    the files that share a session fixture's searches on the same worker (run once, not twice)."""
+    shared = ("complete_searches", "search_runs")
+    groups = {}
+    for item in items:
+        uses = next((f for f in shared if f in item.fixturenames), None)
+        if uses:
+            groups.setdefault(item.module.__name__, uses)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups.get(item.module.__name__, item.module.__name__)))
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +38,7 @@ def _seed():
 def run_cli(script: str, *args, cwd: Path | None = None, check: bool = True,
             timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python <script> args...` from the repository as a user would; return the result."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2", **(env or {}))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS, **(env or {}))
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *map(str, args)],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,

@@ -5,12 +5,12 @@ import os
 import shutil
 import subprocess
 
-from conftest import ROOT
+from conftest import ROOT, THREADS
 
 
 def test_quickstart_pipeline(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), SUBSET="64", BATCH="8", STEPS="2", WARMUP="1",
-               SEARCH_EPOCHS="10", TRAIN_EPOCHS="1", OMP_NUM_THREADS="2")
+               SEARCH_EPOCHS="10", TRAIN_EPOCHS="1", OMP_NUM_THREADS=THREADS)
     result = subprocess.run(["bash", str(ROOT / "scripts" / "quickstart.sh")], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

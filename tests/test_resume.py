@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, THREADS, run_cli
 
 import train
 import utils
@@ -24,7 +24,7 @@ def only_run(folder):
 
 def kill_when(script, args, out_dir, ready):
     """Start `script`, SIGKILL it as soon as `ready(out_dir)` holds; return its run directory."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS)
     proc = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--out_dir", str(out_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
