@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import ROOT, run_cli
 
 SEARCH = ("--dataset digits --subset 64 --batch_size 16 --init_channels 4 --layers 3 --steps 2 --epochs 3 "
