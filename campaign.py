@@ -160,6 +160,7 @@ class Manifest:
         write_json(self.path, {"executor": self.executor, "updated": time.time(), "jobs": list(self.records.values())})
 
     def state(self, name: str) -> str:
+        """The job's state: queued, running, done, skipped, failed or blocked."""
         return self.records[name]["state"]
 
 
@@ -399,6 +400,7 @@ def dry_run(jobs: list[Job], args) -> None:
 
 
 def campaign_folder(args) -> Path:
+    """Where campaign.json and the logs go: --campaign, else CKPT/campaign."""
     return Path(args.campaign) if args.campaign else Path(args.ckpt) / "campaign"
 
 
