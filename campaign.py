@@ -173,6 +173,25 @@ def ready(job: Job, manifest: Manifest) -> bool | None:
     return all(s in ("done", "skipped") for s in states)
 
 
+def settle(pending: list[Job], manifest: Manifest, log) -> list[Job]:
+    """The pending jobs that can start now; those that never will (a job they come after failed)
+    are marked blocked and leave `pending`."""
+    for job in [j for j in pending if ready(j, manifest) is None]:
+        manifest.update(job.name, state="blocked")
+        log(f"blocked  {job.name}: a job it comes after failed")
+        pending.remove(job)
+    return [j for j in pending if ready(j, manifest)]
+
+
+def skipped(job: Job, run_dir: Path, manifest: Manifest, log) -> None:
+    """Record a job that had finished before this campaign run."""
+    manifest.update(job.name, state="skipped", run_dir=run_dir)
+    log(f"skipped  {job.name}: finished in {run_dir}")
+
+
+STARTED = {"start": "started", "resume": "resumed"}  # how the log says what a job did
+
+
 def done_dirs(manifest: Manifest) -> dict:
     """{job name: run directory} of the jobs done so far."""
     return {n: Path(r["run_dir"]) for n, r in manifest.records.items()
@@ -188,15 +207,11 @@ def run_local(jobs: list[Job], manifest: Manifest, slots: list[str | None], logs
     free, running, pending = list(slots), {}, list(jobs)
     threads = None if slots[0] is not None else str(max(1, (os.cpu_count() or 1) // len(slots)))
     while pending or running:
-        for job in list(pending):
-            go = ready(job, manifest)
-            if go is None:
-                manifest.update(job.name, state="blocked")
-                log(f"blocked  {job.name}: a job it comes after failed")
+        for job in settle(pending, manifest, log):
+            need = min(job.gpus, len(slots))
+            if len(free) >= need:
                 pending.remove(job)
-            elif go and len(free) >= min(job.gpus, len(slots)):
-                pending.remove(job)
-                taken, free = free[:min(job.gpus, len(slots))], free[min(job.gpus, len(slots)):]
+                taken, free = free[:need], free[need:]
                 proc = start(job, manifest, taken, logs, threads, log)
                 if proc is None:
                     free += taken
@@ -225,9 +240,7 @@ def start(job: Job, manifest: Manifest, devices: list, logs: Path, threads: str 
     """Start `job` (None when it had already finished: skipped)."""
     what, argv, run_dir = plan(job, done_dirs(manifest))
     if what == "skip":
-        manifest.update(job.name, state="skipped", run_dir=run_dir)
-        log(f"skipped  {job.name}: finished in {run_dir}")
-        return None
+        return skipped(job, run_dir, manifest, log)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if devices[0] is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
@@ -243,8 +256,7 @@ def start(job: Job, manifest: Manifest, devices: list, logs: Path, threads: str 
     manifest.update(job.name, state="running", action=what, command=shlex.join(command(job, argv, shown=True)),
                     devices=devices if devices[0] is not None else None, pid=proc.pid, started=time.time(),
                     stdout=out, stderr=err, run_dir=run_dir)
-    log(f"{what + 'ed' if what == 'start' else 'resumed':8} {job.name}"
-        + (f" on GPU {','.join(devices)}" if devices[0] is not None else ""))
+    log(f"{STARTED[what]:8} {job.name}" + (f" on GPU {','.join(devices)}" if devices[0] is not None else ""))
     return proc
 
 
@@ -282,11 +294,7 @@ def run_submitit(jobs: list[Job], manifest: Manifest, args, folder: Path, log=pr
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     pending = list(jobs)
     while pending:
-        wave = [j for j in pending if ready(j, manifest)]
-        for job in [j for j in pending if ready(j, manifest) is None]:
-            manifest.update(job.name, state="blocked")
-            log(f"blocked  {job.name}: a job it comes after failed")
-            pending.remove(job)
+        wave = settle(pending, manifest, log)
         if not wave:
             return
         submitted = []
@@ -295,8 +303,7 @@ def run_submitit(jobs: list[Job], manifest: Manifest, args, folder: Path, log=pr
             plans = [(j, *plan(j, done_dirs(manifest))) for j in members]
             for job, what, _, run_dir in plans:
                 if what == "skip":
-                    manifest.update(job.name, state="skipped", run_dir=run_dir)
-                    log(f"skipped  {job.name}: finished in {run_dir}")
+                    skipped(job, run_dir, manifest, log)
             todo = [(j, what, argv, d) for j, what, argv, d in plans if what != "skip"]
             if not todo:
                 continue
@@ -315,7 +322,7 @@ def run_submitit(jobs: list[Job], manifest: Manifest, args, folder: Path, log=pr
                 manifest.update(job.name, state="running", action=what, job_id=handle.job_id, started=time.time(),
                                 command=shlex.join(command(job, argv, shown=True)), stdout=handle.paths.stdout,
                                 stderr=handle.paths.stderr, run_dir=run_dir)
-                log(f"{what + 'ed' if what == 'start' else 'resumed':8} {job.name} as job {handle.job_id}")
+                log(f"{STARTED[what]:8} {job.name} as job {handle.job_id}")
                 submitted.append((job, handle))
         while submitted:
             for job, handle in [(j, h) for j, h in submitted if h.done()]:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never leaves a truncated file at the final path."""
+"""Atomic file writes (a crash mid-write never leaves a truncated file at the final path), and
+the reader of the append-only JSON-lines files."""
 from __future__ import annotations
 
 import json
@@ -26,3 +27,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file (none when it does not exist). A last line that is not
+    JSON is skipped: a running search may be writing it; a bad line before it raises ValueError."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+    return records

@@ -4,6 +4,7 @@ saliency audit, and a one-page summary with the cells' drawings. matplotlib, hea
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from cli import UserError
+from fileio import atomic_write, read_jsonl
 
 # Op families of the timeline, by name prefix (the DARTS, RobustDARTS and NAS-Bench-201 ops).
 FAMILIES = {"conv": ("sep_conv", "dil_conv", "nor_conv", "conv"), "pool": ("max_pool", "avg_pool"),
@@ -33,18 +35,10 @@ def _json(path: Path):
 
 
 def _jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; a last line still being written by a running search is skipped."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if i < len(lines) - 1:
-                raise UserError(f"{path}: line {i + 1} is not JSON") from None
-    return records
+    try:
+        return read_jsonl(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def load_run(run_dir: str | Path) -> SimpleNamespace:
@@ -66,16 +60,15 @@ def load_run(run_dir: str | Path) -> SimpleNamespace:
     for e in epochs:
         fields = _json(alpha / f"{e}.txt")
         betas[e] = {t: np.array(fields[f"alphas_{t}"]) for t in types}
-    events, saliency = _jsonl(d / "prune_events.jsonl"), _jsonl(d / "saliency.jsonl")
+    events, saliency, audit = (_jsonl(d / name) for name in ("prune_events.jsonl", "saliency.jsonl", "audit.jsonl"))
+    # (runs from before saliency.jsonl: the steps per epoch guessed from the events)
     steps = saliency[0]["steps_per_epoch"] if saliency else max([e["step"] for e in events], default=0) + 1
-    for e in events:
-        e["x"] = e["epoch"] + (e["step"] + 1) / steps  # in epochs: the event after step `step`
-    for s in saliency:
-        s["x"] = s["epoch"] + (s["step"] + 1) / s["steps_per_epoch"]
+    for r in (*events, *saliency, *audit):
+        r["x"] = r["epoch"] + (r["step"] + 1) / steps  # in epochs: the event after step `step`
     results = _json(d / "results.json") if (d / "results.json").is_file() else None
     return SimpleNamespace(dir=d, args=args, space=space, types=types, epochs=epochs, betas=betas,
                            rows=_rows(d / "results_of_7q" / "results.csv"), events=events, saliency=saliency,
-                           audit=_audit_with_x(_jsonl(d / "audit.jsonl"), steps), results=results)
+                           audit=audit, results=results)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -84,12 +77,6 @@ def _rows(path: Path) -> list[dict]:
     with open(path) as f:
         return [{"epoch": int(r["epoch"]), "val_loss": float(r["val_loss"]), "val_acc": float(r["val_acc"])}
                 for r in csv.DictReader(f) if r.get("val_acc")]
-
-
-def _audit_with_x(records: list[dict], steps: int) -> list[dict]:
-    for r in records:
-        r["x"] = r["epoch"] + (r["step"] + 1) / steps
-    return records
 
 
 def masks_at(run: SimpleNamespace, epoch: float) -> dict[str, np.ndarray]:
@@ -353,14 +340,12 @@ def fig_summary(run: SimpleNamespace, out: Path):
 
 def save(fig, path: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write `fig` as `path` with each suffix in `formats`; close it; return the files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        tmp = target.with_name(f".{target.name}.tmp")
-        fig.savefig(tmp, dpi=110, format=fmt)
-        tmp.replace(target)  # atomic: a reader never sees half a figure
-        written.append(target)
+        data = io.BytesIO()
+        fig.savefig(data, dpi=110, format=fmt)
+        atomic_write(path.with_suffix(f".{fmt}"), data.getvalue())  # a reader never sees half a figure
+        written.append(path.with_suffix(f".{fmt}"))
     _plt().close(fig)
     return written
 

@@ -19,6 +19,7 @@ import timing
 import utils
 from audit import AUDIT_FILE, RULES
 from data import get_datasets, make_loader, sample_order, split_indices
+from fileio import read_jsonl
 from model_search import Supernet
 from visualize import GraphvizMissing
 
@@ -294,13 +295,6 @@ def write_summary(run_dir) -> None:
     except Exception as e:  # the results are written already; the figure can be drawn again
         log.warning("no summary figure (%s: %s); draw it with scripts/plot_search.py %s",
                     type(e).__name__, e, run_dir)
-
-
-def read_jsonl(path) -> list[dict]:
-    """The records of a JSON-lines file (none when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
