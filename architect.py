@@ -40,8 +40,10 @@ class Architect:
         model = self.model
         with utils.autocast(x.device, self.amp):
             logits = model(x) if params is None else functional_call(model, {**params, **buffers}, (x,))
-        reg = pruned_op_regularizer(model.betas(), model.masks(), self.reg_type)
-        return F.cross_entropy(logits, y) + self.reg_alpha * reg
+        loss = F.cross_entropy(logits, y)
+        if not self.reg_alpha:  # NAS-Bench-201 (the authors' PruneNAS): no regulariser at all
+            return loss
+        return loss + self.reg_alpha * pruned_op_regularizer(model.betas(), model.masks(), self.reg_type)
 
     def step(self, x_val: Tensor, y_val: Tensor, x_train: Tensor | None = None,
              y_train: Tensor | None = None, eta: float = 0.0,
@@ -76,8 +78,12 @@ class Architect:
         with utils.autocast(x.device, self.amp):
             ce = F.cross_entropy(model(x, betas=leaf), y)
         (grad,) = torch.autograd.grad(ce, leaf)
-        reg = self.reg_alpha * pruned_op_regularizer(betas, model.masks(), self.reg_type)
-        torch.autograd.backward([betas, reg], [grad, torch.ones_like(reg)], inputs=model.arch_parameters())
+        if self.reg_alpha:
+            reg = self.reg_alpha * pruned_op_regularizer(betas, model.masks(), self.reg_type)
+            torch.autograd.backward([betas, reg], [grad, torch.ones_like(reg)], inputs=model.arch_parameters())
+        else:
+            reg = torch.zeros((), device=grad.device)
+            betas.backward(grad, inputs=model.arch_parameters())
         self.beta_grad = (leaf.detach(), grad)
         return (ce + reg).detach()
 

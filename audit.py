@@ -23,12 +23,15 @@ AUDIT_FILE = "audit.jsonl"
 @contextlib.contextmanager
 def untouched(model: Supernet):
     """The model's buffers (BN running statistics) and every random generator are as before on
-    leaving: the audit's passes leave no trace on the search."""
-    rng = utils.rng_state()
+    leaving: the audit's passes leave no trace on the search. Drop-path (S1-S4) is off meanwhile:
+    every removal, and the rules, are measured on one and the same network."""
+    rng, drop_prob = utils.rng_state(), model.drop_path_prob
     buffers = [b.clone() for b in model.buffers()]
+    model.drop_path_prob = 0.0
     try:
         yield
     finally:
+        model.drop_path_prob = drop_prob
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)

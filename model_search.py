@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from operations import NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, nb201_layers
+from operations import NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, drop_path, nb201_layers
 from search_spaces import (  # noqa: F401  (derive_cell, edge_endpoints: model_search's public names)
     SearchSpace, derive_cell, edge_endpoints, get_space, num_edges,
 )
@@ -23,11 +23,14 @@ class MixedOp(nn.Module):
         super().__init__()
         self._ops = nn.ModuleList(ops)
 
-    def forward(self, x: Tensor, weights: Tensor, keep: list[bool]) -> Tensor | None:
+    def forward(self, x: Tensor, weights: Tensor, keep: list[bool], drop_prob: float = 0.0) -> Tensor | None:
         out = None
         for w, alive, op in zip(weights, keep, self._ops):
             if alive:
                 out = w * op(x) if out is None else out + w * op(x)
+        if out is not None and drop_prob > 0.0 and self.training:
+            # RobustDARTS' search: the edge's mixed output goes through per-sample drop-path.
+            out = drop_path(out, drop_prob)
         return out  # None when every op of the edge is pruned
 
 
@@ -60,11 +63,12 @@ class Cell(nn.Module):
             for names, stride in zip(edge_ops, strides)
         )
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, keep: list[list[bool]]) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, keep: list[list[bool]],
+                drop_prob: float = 0.0) -> Tensor:
         states: list[Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
-            terms = [self._ops[offset + j](h, weights[offset + j], keep[offset + j])
+            terms = [self._ops[offset + j](h, weights[offset + j], keep[offset + j], drop_prob)
                      for j, h in enumerate(states) if h is not None]
             terms = [t for t in terms if t is not None]
             offset += len(states)
@@ -88,8 +92,14 @@ class Supernet(nn.Module):
     no gradient (grad stays None) and SGD and gradient clipping skip them.
     """
 
-    def _init_arch(self, space: SearchSpace) -> None:
+    drop_path_prob = 0.0  # per-sample drop-path of every edge's output in training mode (set per epoch)
+
+    def _init_arch(self, space: SearchSpace, track_running_stats: bool = True) -> None:
         self.space = space
+        if not track_running_stats:
+            for cell in self.cells:
+                if isinstance(cell, (Cell, NB201Cell)):
+                    batch_statistics_only(cell)
         shape = (len(space.endpoints), space.num_ops)  # (14, 7) in the DARTS space
         for t in space.cell_types:
             setattr(self, f"alphas_{t}", nn.Parameter(1e-3 * torch.randn(shape)))
@@ -128,7 +138,7 @@ class Network(Supernet):
     `alphas_normal` / `alphas_reduce` are shared by all cells of a type."""
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4,
-                 stem_multiplier: int = 3, space: str | SearchSpace = "darts"):
+                 stem_multiplier: int = 3, space: str | SearchSpace = "darts", track_running_stats: bool = True):
         super().__init__()
         space = get_space(space, steps) if isinstance(space, str) else space
         self._steps = steps
@@ -159,7 +169,7 @@ class Network(Supernet):
         s0 = s1 = self.stem(x)  # (N, 3C, H, W)
         for cell in self.cells:
             r = int(cell.reduction)
-            s0, s1 = s1, cell(s0, s1, betas[r], keep[r])
+            s0, s1 = s1, cell(s0, s1, betas[r], keep[r], self.drop_path_prob)
         # Global average pooling as a mean: vmap (the s2 Hessian) has no fast rule for
         # adaptive pooling of channels_last tensors.
         return self.classifier(s1.mean((2, 3)))  # (N, num_classes)
@@ -174,12 +184,12 @@ class NB201Cell(nn.Module):
         self._ops = nn.ModuleList(MixedOp(NB201_OPS[name](C, 1, False) for name in names)
                                   for names in edge_ops)
 
-    def forward(self, x: Tensor, weights: Tensor, keep: list[list[bool]]) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, keep: list[list[bool]], drop_prob: float = 0.0) -> Tensor:
         nodes, edge = [x], 0
         for node in range(1, 4):
             terms = []
             for src in range(node):
-                out = self._ops[edge](nodes[src], weights[edge], keep[edge])
+                out = self._ops[edge](nodes[src], weights[edge], keep[edge], drop_prob)
                 terms.append(out if out is not None else torch.zeros_like(x))
                 edge += 1
             nodes.append(sum(terms[1:], terms[0]))
@@ -191,7 +201,8 @@ class NB201Network(Supernet):
     channels) joined by residual stride-2 blocks, BN + ReLU, global pooling and a classifier;
     one architecture matrix `alphas_cell` (6, 5) for every cell."""
 
-    def __init__(self, C: int, num_classes: int, N: int, space: str | SearchSpace = "nb201"):
+    def __init__(self, C: int, num_classes: int, N: int, space: str | SearchSpace = "nb201",
+                 track_running_stats: bool = True):
         super().__init__()
         space = get_space(space) if isinstance(space, str) else space
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
@@ -202,7 +213,7 @@ class NB201Network(Supernet):
         C_prev = 4 * C
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
         self.classifier = nn.Linear(C_prev, num_classes)
-        self._init_arch(space)
+        self._init_arch(space, track_running_stats)
 
     def forward(self, x: Tensor, betas: Tensor | None = None, keep: tuple[list] | None = None) -> Tensor:
         """Logits. `betas` (1, 6, 5) replaces softmax(alpha); `keep` replaces the mask."""
@@ -210,12 +221,23 @@ class NB201Network(Supernet):
         keep = self._keep_lists(keep)
         s = self.stem(x)  # (N, C, H, W)
         for cell in self.cells:
-            s = cell(s, betas[0], keep[0]) if isinstance(cell, NB201Cell) else cell(s)
+            s = cell(s, betas[0], keep[0], self.drop_path_prob) if isinstance(cell, NB201Cell) else cell(s)
         return self.classifier(self.lastact(s).mean((2, 3)))  # (N, num_classes)
 
 
-def supernet(space: SearchSpace, C: int, num_classes: int, layers: int) -> Supernet:
-    """The supernet of `space`: `layers` cells (DARTS-cell spaces) or cells per stage (nb201)."""
+def batch_statistics_only(module: nn.Module) -> None:
+    """The BN layers of `module` keep no running statistics and normalise with the batch's own,
+    in evaluation too (`track_running_stats=False`: NAS-Bench-201's BN=0)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+
+
+def supernet(space: SearchSpace, C: int, num_classes: int, layers: int,
+             track_running_stats: bool = True) -> Supernet:
+    """The supernet of `space`: `layers` cells (DARTS-cell spaces) or cells per stage (nb201);
+    `track_running_stats` False: the cells' BN layers use batch statistics only."""
     if space.name == "nb201":
-        return NB201Network(C, num_classes, layers, space)
-    return Network(C, num_classes, layers, steps=space.steps, space=space)
+        return NB201Network(C, num_classes, layers, space, track_running_stats)
+    return Network(C, num_classes, layers, steps=space.steps, space=space, track_running_stats=track_running_stats)

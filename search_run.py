@@ -18,9 +18,10 @@ import nasbench201
 import timing
 import utils
 from audit import AUDIT_FILE, RULES
-from data import get_datasets, make_loader, sample_order, split_indices
+from data import SPLITS_WHERE, make_loader, search_data
 from fileio import read_jsonl
 from model_search import Supernet
+from search_spaces import recipe_values
 from visualize import GraphvizMissing
 
 log = utils.logger
@@ -109,6 +110,7 @@ def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters:
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
+        "compare_stream": None if run.compare_iter is run.valid_iter else run.compare_iter.state_dict(),
         "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
         "appended_bytes": sizes, "args": vars(run.args),
@@ -161,6 +163,8 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
         for name in APPENDED:
             utils.truncate_to(run.dir / name, sizes.get(name, 0))
     run.valid_iter.load_state_dict(state["valid_stream"])
+    if state.get("compare_stream") is not None:  # (a stream of its own: test-transform scoring)
+        run.compare_iter.load_state_dict(state["compare_stream"])
     run.events = state["events"]
     if "timer" in state:  # checkpoints from before the time accounting have none
         run.timer.load_state_dict(state["timer"])
@@ -185,8 +189,10 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
     """The run directory (new or resumed), data, and the supernet, optimizers and pruner that
     `build` makes (train_search.build), and the NAS-Bench-201 benchmark, read by rank 0 only:
     it is large."""
-    train_set, _, num_classes = get_datasets(args.dataset, args.data, cutout=args.cutout,
-                                             cutout_length=args.cutout_length, image_size=args.image_size)
+    data = search_data(args.dataset, args.data, split=args.data_split, splits_dir=args.nb201_splits,
+                       portion=args.train_portion, subset=args.subset, scoring_transform=args.scoring_transform,
+                       cutout=args.cutout, cutout_length=args.cutout_length, image_size=args.image_size,
+                       flip=args.flip)
     benchmark = distributed.on_main(lambda: nasbench201.Benchmark(args.nb201_file)) if args.nb201_file else None
     state = None
     if args.resume:
@@ -204,29 +210,37 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
     log.info("seed %d, device %s x %d processes, args = %s", args.seed, world.device, world.world_size, vars(args))
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
 
-    w_idx, a_idx = split_indices(sample_order(train_set)[:args.subset], args.train_portion)
+    if args.data_split == "benchmark" and args.nb201_splits is None:
+        log.warning("no --nb201_splits: searching on the --train_portion %g split of the training set, not on "
+                    "NAS-Bench-201's split files (%s)", args.train_portion, SPLITS_WHERE)
+    log.info("data: %s; saliency, comparisons and validation on %s-transform images", data.split,
+             args.scoring_transform)
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
-    sal_bs = utils.per_process_batch(args.sal_batch_size or (32 if args.sal_second else args.batch_size),
-                                     world.world_size, "--sal_batch_size")
-    loader = lambda idx, bs, k, shuffle=True: make_loader(
-        train_set, bs, indices=idx, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
+    sal_bs = utils.per_process_batch(args.sal_batch_size, world.world_size, "--sal_batch_size")
+    loader = lambda dataset, bs, k, shuffle=True: make_loader(
+        dataset, bs, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
         rank=world.rank, world_size=world.world_size)
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    parts = build(args, world, num_classes, memory_format)
+    parts = build(args, world, data.num_classes, memory_format)
     if world.is_main and not args.resume:
-        utils.write_json(run_dir / "search_space.json", parts.model.space.describe())
+        utils.write_json(run_dir / "search_space.json", {**parts.model.space.describe(), "recipe": recipe_values(args),
+                                                         "data_split": data.split})
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
     if args.search_space == "nb201" and args.nb201_file is None:
         log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
     writer = utils.tensorboard_writer(run_dir, world.is_main)
+    valid_iter = utils.Stream(loader(data.arch, batch_size, 1))
+    # s1r draws its comparison batches from the architecture stream when it scores on the same
+    # images (the DARTS-space code), from a stream of its own over the scoring set otherwise.
+    compare_iter = valid_iter if data.scoring is data.arch else utils.Stream(loader(data.scoring, batch_size, 3))
     return SimpleNamespace(
-        **vars(parts), dir=run_dir, world=world, train_queue=loader(w_idx, batch_size, 0),
-        valid_iter=utils.Stream(loader(a_idx, batch_size, 1)), sal_queue=loader(a_idx, sal_bs, 2),
-        valid_eval=loader(a_idx, batch_size, 0, shuffle=False), events=0, writer=writer, state=state,
-        benchmark=benchmark, clock=time.time())
+        **vars(parts), dir=run_dir, world=world, train_queue=loader(data.weights, batch_size, 0),
+        valid_iter=valid_iter, compare_iter=compare_iter, sal_queue=loader(data.scoring, sal_bs, 2),
+        valid_eval=loader(data.scoring, batch_size, 0, shuffle=False), data_split=data.split, events=0,
+        writer=writer, state=state, benchmark=benchmark, clock=time.time())
 
 
 def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
@@ -323,6 +337,7 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "world_size": run.world.world_size,
                "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
+               "recipe": recipe_values(args), "data_split": run.data_split,
                "audit": audit.summary(read_jsonl(run_dir / AUDIT_FILE)) if run.world.is_main else None}
     if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
@@ -350,7 +365,12 @@ RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", 
 
 def check_resumable(run_dir, state: dict, args) -> None:
     """Refuse a checkpoint written under another configuration (one line naming the flag)."""
-    for key, old in state["args"].items():
+    saved = dict(state["args"])
+    if "lr_schedule" not in saved:  # written before the per-space recipes: what those runs did
+        saved["drop_path_prob"] = 0.0  # (the flag was accepted and ignored)
+        if saved.get("sal_batch_size") is None:
+            saved["sal_batch_size"] = 32 if saved.get("sal_second") else saved.get("batch_size")
+    for key, old in saved.items():
         if key not in RESUME_IGNORED and getattr(args, key, old) != old:
             raise utils.UserError(f"{run_dir / 'checkpoint.pt'}: checkpoint from a different configuration "
                                   f"(--{key} {old} there, {getattr(args, key)} now)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -45,6 +45,74 @@ UNIFORM_OPS = {
 }
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
+NONE_RULES = ("skip", "count")
+
+
+# ---------------------------------------------------------------- the authors' search recipes
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the authors searched in a space: the defaults of the search flags named in
+    `RECIPE_FLAGS` (a flag given on the command line wins; the run directory records the
+    effective values). The field defaults are the DARTS-space search (`cnn/`)."""
+    epochs: int = 60
+    warmup: int = 10
+    weight_decay: float = 3e-4
+    nesterov: bool = False
+    lr_schedule: str = "cosine"
+    reg_alpha: float = 0.1
+    step_order: str = "arch_first"
+    drop_path_prob: float = 0.0
+    s2_batch_size: int = 32
+    data_split: str = "train_portion"
+    scoring_transform: str = "train"
+    track_running_stats: int = 1
+
+
+# The flag of each recipe field (the field's own name unless listed here).
+RECIPE_FLAGS = {"s2_batch_size": "sal_batch_size"}
+DARTS_RECIPE = Recipe()
+# RobustDARTS spaces (`cnn/RDARTS_search/`): 50 epochs with 20 of warm-up (their run script),
+# drop-path 0.2 in the supernet (their flag default), s2 on batches of 96.
+RDARTS_RECIPE = Recipe(epochs=50, warmup=20, drop_path_prob=0.2, s2_batch_size=96)
+# NAS-Bench-201 (PruneNAS: its config and script): 10 warm-up + 30 epochs, Nesterov, weight
+# decay 5e-4, the warm-up + truncated cosine schedule, no pruned-op regulariser (their
+# --reg_alpha is unused), the weight step first, the benchmark's splits, scoring on test-time
+# transforms. s2 never ran there (their s2 path crashes): the DARTS-space batch of 32.
+NB201_RECIPE = Recipe(epochs=40, warmup=10, weight_decay=5e-4, nesterov=True, lr_schedule="warmup_cosine_nb201",
+                      reg_alpha=0.0, step_order="weight_first", data_split="benchmark", scoring_transform="test")
+RECIPES = {"darts": DARTS_RECIPE, **{name: RDARTS_RECIPE for name in ("s1", "s2", "s3", "s4")}, "nb201": NB201_RECIPE}
+
+
+def recipe_flag(field: str) -> str:
+    """The argparse destination of a recipe field."""
+    return RECIPE_FLAGS.get(field, field)
+
+
+def recipe_defaults(field: str) -> str:
+    """Each space's default of a recipe field, for help texts: 'darts 60, s1-s4 50, nb201 40'."""
+    groups: dict = {}
+    for name in SPACES:
+        groups.setdefault(getattr(RECIPES[name], field), []).append(name)
+    text = lambda names: f"{names[0]}-{names[-1]}" if len(names) > 2 else "/".join(names)
+    return ", ".join(f"{text(names)} {value}" for value, names in groups.items())
+
+
+def apply_recipe(args, recipe: Recipe) -> None:
+    """Fill every recipe flag left unset (None) in `args` from `recipe`. s2's batch is the
+    saliency batch only with --sal_second (s1 scores on --batch_size batches)."""
+    for f in fields(Recipe):
+        dest = recipe_flag(f.name)
+        if getattr(args, dest) is None:
+            value = getattr(recipe, f.name)
+            if f.name == "s2_batch_size" and not args.sal_second:
+                value = args.batch_size
+            setattr(args, dest, value)
+
+
+def recipe_values(args) -> dict:
+    """The effective recipe of a search, {flag destination: value}, as `search_space.json` records it."""
+    return {recipe_flag(f.name): getattr(args, recipe_flag(f.name)) for f in fields(Recipe)}
 
 
 def num_edges(steps: int) -> int:
@@ -91,7 +159,7 @@ def has_redundant_op(keep: Tensor, steps: int, restrict: bool, num_kept_min: int
 
 
 def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list, restrict: bool,
-                num_kept_max: int = 8) -> tuple[list[tuple], list[int]]:
+                num_kept_max: int = 8, none_counts: bool = False) -> tuple[list[tuple], list[int]]:
     """Genes and concat of one DARTS cell from its masked mixing weights (edges, n_ops).
 
     `primitives`: the op names of every edge (one list), or one list per edge. `none` is never
@@ -99,10 +167,18 @@ def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list, res
     then that op; genes (op, src), concat = all intermediate nodes. Unrestricted (FP-DARTS larger
     space): the `num_kept_max` strongest live ops of the whole cell, taken in node order and kept
     only when their source node is active; genes (op, src, dst), concat = the active nodes.
+
+    `none_counts` (the authors' S3 rule, restricted only): pruned ops weigh 0 instead of -1, so an
+    edge whose only live op is `none` ranks like a fully pruned one and, when picked, writes its
+    first op other than `none` although that op was pruned.
     """
     names = [primitives] * len(keep) if isinstance(primitives[0], str) else primitives
-    usable = keep & torch.tensor([[op != "none" for op in edge] for edge in names])
-    weights = weights.masked_fill(~usable, -1.0)  # pruned ops (and none) can never be chosen
+    is_none = torch.tensor([[op == "none" for op in edge] for edge in names])
+    usable = keep & ~is_none
+    if none_counts:  # as the authors' derivation: beta * mask, none left out of the ranking
+        weights = (weights * keep).masked_fill(is_none, -1.0)
+    else:
+        weights = weights.masked_fill(~usable, -1.0)  # pruned ops (and none) can never be chosen
     endpoints = edge_endpoints(steps)
     if restrict:
         genes, start = [], 0
@@ -217,6 +293,8 @@ class SearchSpace(ABC):
     endpoints: list[tuple[int, int]]
     edge_ops: dict[str, list[list[str]]]
     format: ArchFormat
+    recipe: Recipe  # the authors' search settings in this space
+    has_none: bool  # whether the restricted rule has a `none` to tell apart (S3)
 
     @property
     def num_ops(self) -> int:
@@ -263,12 +341,24 @@ class DartsCellSpace(SearchSpace):
     cell_types = ("normal", "reduce")
     format = GENOTYPE_FORMAT
 
-    def __init__(self, name: str, normal: list[list[str]], reduce: list[list[str]], steps: int):
-        self.name, self.steps = name, steps
+    def __init__(self, name: str, normal: list[list[str]], reduce: list[list[str]], steps: int,
+                 recipe: Recipe = DARTS_RECIPE, none_rule: str = "skip"):
+        self.name, self.steps, self.recipe = name, steps, recipe
         self.endpoints = edge_endpoints(steps)
         self.edge_ops = {"normal": normal, "reduce": reduce}
-        self.connects = [torch.tensor([[op != "none" for op in edge] for edge in ops])
+        if none_rule not in NONE_RULES:
+            raise ValueError(f"unknown none rule '{none_rule}' (known: {', '.join(NONE_RULES)})")
+        if none_rule == "count" and not self.has_none:
+            raise ValueError(f"--none_rule count: search space {name} has no 'none' op")
+        self.none_counts = none_rule == "count"
+        # Ops that carry a signal for the restricted rule: all but none (under the authors' rule, all).
+        self.connects = [torch.tensor([[self.none_counts or op != "none" for op in edge] for edge in ops])
                          for ops in (normal, reduce)]
+
+    @property
+    def has_none(self) -> bool:
+        """Whether some edge offers `none` (S3)."""
+        return any("none" in edge for ops in self.edge_ops.values() for edge in ops)
 
     def eligible(self, cell, keep, restrict):
         return eligible_ops(keep, self.steps, restrict, self.connects[cell].to(keep.device))
@@ -280,7 +370,8 @@ class DartsCellSpace(SearchSpace):
         return 2 * self.steps if restrict else num_kept_min
 
     def derive(self, betas, masks, restrict, num_kept_max) -> Genotype:
-        cells = [derive_cell(b * m, m, self.steps, self.edge_ops[t], restrict, num_kept_max)
+        cells = [derive_cell(b * m, m, self.steps, self.edge_ops[t], restrict, num_kept_max,
+                             none_counts=self.none_counts and restrict)
                  for b, m, t in zip(betas, masks, self.cell_types)]
         return Genotype(normal=cells[0][0], normal_concat=cells[0][1],
                         reduce=cells[1][0], reduce_concat=cells[1][1])
@@ -294,6 +385,8 @@ class NB201Space(SearchSpace):
     cell_types = ("cell",)
     endpoints = NB201_ENDPOINTS
     format = NB201_FORMAT
+    recipe = NB201_RECIPE
+    has_none = False  # (its none is an ordinary op for the one-op-per-edge rule)
 
     def __init__(self):
         self.edge_ops = {"cell": [list(NB201_OPS) for _ in NB201_ENDPOINTS]}
@@ -312,16 +405,18 @@ class NB201Space(SearchSpace):
         return nb201_arch_str([NB201_OPS[int(i)] for i in weights.argmax(1)])
 
 
-def get_space(name: str, steps: int = 4) -> SearchSpace:
-    """The search space `name` (one of SPACES); `steps` = intermediate nodes of a DARTS cell."""
+def get_space(name: str, steps: int = 4, none_rule: str = "skip") -> SearchSpace:
+    """The search space `name` (one of SPACES); `steps` = intermediate nodes of a DARTS cell;
+    `none_rule` (S3): "skip" (ours: `none` is no input of a node and is pruned before the end) or
+    "count" (the authors': it counts like any op)."""
     if name == "nb201":
         return NB201Space()
     if name == "s1":
         if steps != 4:
             raise ValueError(f"search space s1 lists its ops for the 14 edges of 4 intermediate "
                              f"nodes; --steps {steps} is not possible")
-        return DartsCellSpace(name, S1_NORMAL, S1_REDUCE, steps)
+        return DartsCellSpace(name, S1_NORMAL, S1_REDUCE, steps, RECIPES[name], none_rule)
     if name not in UNIFORM_OPS:
         raise ValueError(f"unknown search space '{name}' (known: {', '.join(SPACES)})")
     ops = [list(UNIFORM_OPS[name]) for _ in range(num_edges(steps))]
-    return DartsCellSpace(name, ops, [list(edge) for edge in ops], steps)
+    return DartsCellSpace(name, ops, [list(edge) for edge in ops], steps, RECIPES[name], none_rule)

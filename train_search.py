@@ -23,9 +23,10 @@ from data import DATASETS
 from model_search import supernet
 from saliency import SAL_TYPES, Pruner
 from search_run import finish  # (train_search.finish: tests wrap it)
-from search_spaces import SPACES, get_space
+from search_spaces import NONE_RULES, SPACES, apply_recipe, get_space, recipe_defaults
 
 log = utils.logger
+LR_SCHEDULES = ("cosine", "warmup_cosine_nb201")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,44 +36,53 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set to search on")
     g.add_argument("--batch_size", type=int, default=64, help="batch size of both the weight and the architecture steps")
-    g.add_argument("--train_portion", type=float, default=0.5, help="share of the training set used for the weights; the rest trains alpha and scores saliency")
+    g.add_argument("--train_portion", type=float, default=0.5, help="share of the training set used for the weights; the rest trains alpha and scores saliency (--data_split train_portion)")
+    g.add_argument("--data_split", default=None, choices=("train_portion", "benchmark"), help=f"train_portion: the DARTS split of the training set by --train_portion; benchmark: NAS-Bench-201's split files from --nb201_splits (without them, train_portion) (default: {recipe_defaults('data_split')})")
+    g.add_argument("--nb201_splits", default=None, metavar="DIR", help="folder with NAS-Bench-201's split files (cifar-split.txt, cifar100-test-split.txt, imagenet-16-120-test-split.txt; configs/nas-benchmark/ of its code)")
+    g.add_argument("--scoring_transform", default=None, choices=("train", "test"), help=f"images the saliency passes, s1r's comparisons and the validation see: train (augmented, as the architecture steps) or test (no augmentation) (default: {recipe_defaults('scoring_transform')})")
+    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in the training transform (on for every data set by default, SVHN included, as in the authors' code)")
     g.add_argument("--cutout", action="store_true", help="apply cutout to the search batches")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder only)")
     g.add_argument("--subset", type=int, default=None, help="test/debug: use only N training images (the first N; a fixed random N for --dataset folder)")
     g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=60, help="search epochs")
-    g.add_argument("--learning_rate", type=float, default=0.025, help="initial weight learning rate (cosine schedule)")
+    g.add_argument("--epochs", type=int, default=None, help=f"search epochs (default: {recipe_defaults('epochs')})")
+    g.add_argument("--learning_rate", type=float, default=0.025, help="initial (peak) weight learning rate")
+    g.add_argument("--lr_schedule", default=None, choices=LR_SCHEDULES, help=f"cosine: per epoch from --learning_rate to --learning_rate_min; warmup_cosine_nb201: NAS-Bench-201's (a linear warm-up over --warmup epochs, updated every step, then a cosine of period epochs - warmup that stops at epoch epochs - warmup, then the minimum) (default: {recipe_defaults('lr_schedule')})")
     g.add_argument("--learning_rate_min", type=float, default=0.001, help="final weight learning rate")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum of the weights")
-    g.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay of the weights")
+    g.add_argument("--weight_decay", type=float, default=None, help=f"weight decay of the weights (default: {recipe_defaults('weight_decay')})")
     g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip of the weight step")
     g.add_argument("--arch_learning_rate", type=float, default=3e-4, help="Adam learning rate of alpha")
     g.add_argument("--arch_weight_decay", type=float, default=1e-3, help="Adam weight decay of alpha")
-    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum for the weights (the authors' NAS-Bench-201 setting)")
+    g.add_argument("--nesterov", action="store_const", const=True, default=None, help=f"Nesterov momentum for the weights (default: {recipe_defaults('nesterov')})")
+    g.add_argument("--no_nesterov", dest="nesterov", action="store_const", const=False, default=argparse.SUPPRESS, help="plain momentum")
+    g.add_argument("--step_order", default=None, choices=("arch_first", "weight_first"), help=f"which step of an iteration comes first, on its own batch (default: {recipe_defaults('step_order')})")
     g.add_argument("--unrolled", action="store_true", help="second-order (unrolled) architecture step of DARTS")
     g = p.add_argument_group("supernet")
     g.add_argument("--search_space", default="darts", choices=SPACES, help="darts: 7 ops on every edge; s1-s4: RobustDARTS' spaces (DARTS cell, 2-3 ops per edge); nb201: NAS-Bench-201 (its own network; 6 edges x 5 ops)")
     g.add_argument("--init_channels", type=int, default=16, help="channels of the first cell")
     g.add_argument("--layers", type=int, default=None, help="cells in the supernet (default 8); with --search_space nb201, cells per stage (default 5)")
     g.add_argument("--steps", type=int, default=None, help="intermediate nodes per DARTS cell (default 4: 14 edges); s1 has 4 and nb201 its own cell")
-    g.add_argument("--drop_path_prob", type=float, default=0.3, help="accepted for compatibility; the search uses no drop-path (as the authors')")
+    g.add_argument("--drop_path_prob", type=float, default=None, help=f"per-sample drop-path of every edge's output in training mode (weight and architecture steps, saliency passes), ramped linearly from 0 at the first epoch to this at the last (default: {recipe_defaults('drop_path_prob')})")
+    g.add_argument("--track_running_stats", type=int, default=None, choices=(0, 1), help=f"1: the cells' BN layers keep running statistics for evaluation; 0: they always normalise with the batch's (default: {recipe_defaults('track_running_stats')})")
     g = p.add_argument_group("pruning")
     g.add_argument("--sal_type", default="task", choices=SAL_TYPES, help="task: search-loss gradient saliency; vanilla: beta magnitude; sgas_1: op-level SGAS criterion 1")
     g.add_argument("--sal_second", action="store_true", help="s2: add the Hessian-diagonal term (second order of the Taylor expansion)")
     g.add_argument("--sal_hessian_coef", type=float, default=1.0, help="coefficient of the Hessian term (1 as in the authors' code; 0.5 is the textbook Taylor value)")
     g.add_argument("--sal_source", default="pass", choices=("pass", "arch_steps"), help="s1 term of the saliency: pass = a pass over the search split at each event (the authors'); arch_steps = the average of -(dL/dbeta)*beta over the architecture steps since the previous point of the schedule (no extra pass)")
-    g.add_argument("--sal_batch_size", type=int, default=None, help="batch size of the saliency passes (default: --batch_size, or 32 with --sal_second)")
+    g.add_argument("--sal_batch_size", type=int, default=None, help=f"batch size of the saliency passes (default: --batch_size; with --sal_second: {recipe_defaults('s2_batch_size')})")
     g.add_argument("--sal_second_budget", type=int, default=500, help="s2 uses about this many Hessian rows per event: ceil(budget / live ops) batches")
     g.add_argument("--hessian_chunk", type=int, default=16, help="Hessian diagonal entries computed at once (memory grows with it)")
-    g.add_argument("--warmup", type=int, default=10, help="epochs without pruning")
+    g.add_argument("--warmup", type=int, default=None, help=f"epochs without pruning (default: {recipe_defaults('warmup')})")
     g.add_argument("--prune_interval", type=int, default=None, help="test/debug: prune every N weight steps (default: half an epoch, i.e. twice per epoch)")
     g.add_argument("--num_compare", type=int, default=1, help="N > 1: re-check the N lowest-saliency ops by removing each and measuring the validation loss (s1r uses 5)")
     g.add_argument("--iter_compare", type=int, default=30, help="each candidate is measured on iter_compare + 1 validation batches")
     g.add_argument("--fixed_compare_batches", action="store_true", help="score every candidate of an event on the same validation batches (the authors draw fresh ones)")
     g.add_argument("--reg_type", default="norm", choices=REG_TYPES, help="regulariser on the mixing weight of pruned ops")
-    g.add_argument("--reg_alpha", type=float, default=0.1, help="weight of the pruned-op regulariser")
+    g.add_argument("--reg_alpha", type=float, default=None, help=f"weight of the pruned-op regulariser; 0: none (default: {recipe_defaults('reg_alpha')})")
+    g.add_argument("--none_rule", default="skip", choices=NONE_RULES, help="S3: skip: none is no input of a node for the restricted rule, is pruned before the end and never derived (ours); count: it counts like any op, may survive, and an edge left with only none derives skip_connect (the authors')")
     g.add_argument("--no_restrict", action="store_true", help="larger search space: no 2-inputs-per-node rule; keep --num_kept_min ops per cell anywhere")
     g.add_argument("--num_kept_max", type=int, default=8, help="--no_restrict: ops in the derived genotype")
     g.add_argument("--num_kept_min", type=int, default=8, help="--no_restrict: pruning stops at this many live ops per cell")
@@ -97,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill in the search space's sizes; reject impossible values and combinations with one line."""
+    """Fill in the search space's sizes and recipe; reject impossible values and combinations
+    with one line."""
     nb201 = args.search_space == "nb201"
     if nb201 and args.steps is not None:
         p.error("--steps does not apply to --search_space nb201 (its cell has 3 fixed nodes)")
@@ -113,9 +124,16 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--nb201_file {args.nb201_file}: no such file or folder")
     args.steps = 3 if nb201 else 4 if args.steps is None else args.steps
     args.layers = (5 if nb201 else 8) if args.layers is None else args.layers
+    try:
+        space = get_space(args.search_space, args.steps, args.none_rule)
+    except ValueError as e:
+        p.error(str(e))
+    if args.none_rule == "count" and args.no_restrict:
+        p.error("--none_rule count changes the restricted rule; --no_restrict has none")
+    apply_recipe(args, space.recipe)  # the authors' settings in this space, where no flag was given
     positive = ["batch_size", "epochs", "num_compare", "init_channels", "layers", "steps", "sal_second_budget",
-                "hessian_chunk", "iter_compare", "num_kept_max", "num_kept_min", "audit_batches"]
-    positive += [k for k in ("sal_batch_size", "prune_interval", "subset") if getattr(args, k) is not None]
+                "hessian_chunk", "iter_compare", "num_kept_max", "num_kept_min", "audit_batches", "sal_batch_size"]
+    positive += [k for k in ("prune_interval", "subset") if getattr(args, k) is not None]
     for name in positive:
         if getattr(args, name) < (0 if name == "iter_compare" else 1):
             p.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -125,6 +143,12 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--train_portion must be in (0, 1), got {args.train_portion}")
     if not 0 <= args.warmup < args.epochs:
         p.error(f"--warmup ({args.warmup}) must be at least 0 and below --epochs ({args.epochs})")
+    if not 0 <= args.drop_path_prob < 1:
+        p.error(f"--drop_path_prob must be in [0, 1), got {args.drop_path_prob}")
+    if args.nb201_splits is not None and args.data_split != "benchmark":
+        p.error("--nb201_splits needs --data_split benchmark (the default with --search_space nb201)")
+    if args.nb201_splits is not None and args.subset is not None:
+        p.error("--subset takes part of the training set; with --nb201_splits the split files say which images")
 
 
 def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
@@ -133,7 +157,7 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     Under torchrun every process scores its share of the batches; the saliency and the
     comparison losses are pooled over processes and rank 0's decision is applied everywhere.
     """
-    args, pruner, valid_iter, timer = run.args, run.pruner, run.valid_iter, run.timer
+    args, pruner, compare_iter, timer = run.args, run.pruner, run.compare_iter, run.timer
     run.sal_queue.sampler.set_epoch(run.events)  # a fresh, reproducible order for every event
     measured = None
     if args.audit_every and run.events % args.audit_every == 0 and run.world.is_main:
@@ -147,8 +171,8 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
     with timer("saliency"):
         saliency = pruner.saliency(batches)
     with timer("compare"):
-        fixed = list(islice(valid_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
-        next_batches = (lambda: fixed) if fixed else (lambda: list(islice(valid_iter, args.iter_compare + 1)))
+        fixed = list(islice(compare_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
+        next_batches = (lambda: fixed) if fixed else (lambda: list(islice(compare_iter, args.iter_compare + 1)))
         decisions = pruner.decide(saliency, next_batches)
     live = [m.clone() for m in run.model.masks()]
     audited = None if measured is None else audit.compare(
@@ -159,6 +183,19 @@ def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
             search_run.record_event(run, epoch, step, saliency, decisions, live, audited)
 
 
+def learning_rate(args: argparse.Namespace, epoch: int, fraction: float = 0.0) -> float:
+    """The weight learning rate at `fraction` (step / steps per epoch) of `epoch`."""
+    if args.lr_schedule == "warmup_cosine_nb201":
+        return utils.warmup_cosine_nb201_lr(epoch, fraction, epochs=args.epochs, warmup=args.warmup,
+                                            base=args.learning_rate, minimum=args.learning_rate_min)
+    return utils.cosine_lr(epoch, args.epochs, args.learning_rate, args.learning_rate_min)
+
+
+def drop_path_prob(args: argparse.Namespace, epoch: int) -> float:
+    """RobustDARTS' ramp: 0 at the first epoch, --drop_path_prob at the last."""
+    return args.drop_path_prob * epoch / max(args.epochs - 1, 1)
+
+
 def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
     """The authors' schedule: after `warmup` epochs, at every `interval`-th step of an epoch
     (interval = half an epoch by default: two events per epoch)."""
@@ -167,38 +204,54 @@ def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
 
 def search_step(run: SimpleNamespace, x, y, x_val, y_val, lr: float, meters: list, where: str) -> None:
     """One iteration of the search: an architecture step on the validation batch (adding its s1 to
-    the pruner's window under --sal_source arch_steps), then a weight step on the training batch."""
-    args, model, optimizer, timer = run.args, run.model, run.optimizer, run.timer
+    the pruner's window under --sal_source arch_steps) and a weight step on the training batch,
+    in the order of --step_order (the DARTS-space code: architecture first; NAS-Bench-201's:
+    weights first)."""
+    args, optimizer, timer = run.args, run.optimizer, run.timer
     accumulate = args.sal_source == "arch_steps" and not run.pruner.finished()
-    with timer("arch"):
-        run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
-        if accumulate:  # this step's s1, from the gradient the step computed anyway
-            run.pruner.accumulate(*run.architect.beta_grad)
+
+    def arch_step():
+        with timer("arch"):
+            run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+            if accumulate:  # this step's s1, from the gradient the step computed anyway
+                run.pruner.accumulate(*run.architect.beta_grad)
+
+    if args.step_order == "arch_first":
+        arch_step()
     with timer("weight"):
-        optimizer.zero_grad(set_to_none=True)
-        with utils.autocast(x.device, args.amp):
-            logits = run.ddp(x)  # DDP averages the weight gradients over processes
-            loss = nn.functional.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise utils.UserError(f"the search loss became {loss.item()} in {where}; "
-                                  "the last checkpoint, if any, is kept")
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.weight_parameters(), args.grad_clip)
-        optimizer.step()
-        loss_m, top1_m = meters
-        loss_m.update(loss.item(), y.size(0))
-        top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+        weight_step(run, x, y, meters, where)
+    if args.step_order == "weight_first":
+        arch_step()
+
+
+def weight_step(run: SimpleNamespace, x, y, meters: list, where: str) -> None:
+    """SGD on the supernet's weights with the training batch (gradient-norm clip)."""
+    args, optimizer = run.args, run.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    with utils.autocast(x.device, args.amp):
+        logits = run.ddp(x)  # DDP averages the weight gradients over processes
+        loss = nn.functional.cross_entropy(logits, y)
+    if not torch.isfinite(loss):
+        raise utils.UserError(f"the search loss became {loss.item()} in {where}; "
+                              "the last checkpoint, if any, is kept")
+    loss.backward()
+    nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip)
+    optimizer.step()
+    loss_m, top1_m = meters
+    loss_m.update(loss.item(), y.size(0))
+    top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
 
 
 def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
     args, model, device, timer = run.args, run.model, run.world.device, run.timer
-    interval = search_run.prune_interval(run)
-    lr = run.optimizer.param_groups[0]["lr"]
+    interval, steps = search_run.prune_interval(run), len(run.train_queue)
     loss_m, top1_m = meters
     rate = timing.Rate()
     for step, (x, y) in enumerate(timer.iterate(run.batches), start=first_step):
+        lr = learning_rate(args, epoch, step / steps)  # (constant within an epoch but in a warm-up)
+        utils.set_lr(run.optimizer, lr)
         model.train()
         with timer("data"):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -223,7 +276,8 @@ def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: 
 def build(args, world: distributed.World, num_classes: int, memory_format=torch.contiguous_format) -> SimpleNamespace:
     """The supernet (on the device, DDP-wrapped as `ddp`), its weight optimizer, architect and
     pruner, as `args` asks (the timer is a fresh one)."""
-    model = supernet(get_space(args.search_space, args.steps), args.init_channels, num_classes, args.layers)
+    model = supernet(get_space(args.search_space, args.steps, args.none_rule), args.init_channels, num_classes,
+                     args.layers, track_running_stats=bool(args.track_running_stats))
     model = model.to(world.device, memory_format=memory_format)
     # Pruned ops take no part in the forward pass, hence find_unused_parameters.
     ddp = distributed.wrap(model, world, find_unused_parameters=True)
@@ -261,10 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
         if first_epoch >= args.epochs:
             raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
     for epoch in range(first_epoch, args.epochs):
-        lr = utils.cosine_lr(epoch, args.epochs, args.learning_rate, args.learning_rate_min)
-        utils.set_lr(run.optimizer, lr)
+        lr = learning_rate(args, epoch)
+        run.model.drop_path_prob = drop_path_prob(args, epoch)
         if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
-            log.info("epoch %d lr %e", epoch, lr)
+            log.info("epoch %d lr %e%s", epoch, lr,
+                     f" drop_path_prob {run.model.drop_path_prob:e}" if args.drop_path_prob else "")
             with run.timer("data"):
                 search_run.start_epoch(run, epoch)
             meters = [utils.AverageMeter(), utils.AverageMeter()]

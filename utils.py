@@ -257,6 +257,22 @@ def cosine_lr(epoch: int, epochs: int, base: float, minimum: float = 0.0) -> flo
     return minimum + (base - minimum) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
+def warmup_cosine_nb201_lr(epoch: int, fraction: float, *, epochs: int, warmup: int, base: float,
+                           minimum: float) -> float:
+    """NAS-Bench-201's search schedule as its config (warm-up 10, epochs 30 of 40 in all) makes it:
+    during the `warmup` epochs, linear from 0 to `base`, at every step (`fraction` = step / steps
+    per epoch); then a cosine of period T = epochs - warmup from `base` to `minimum`, constant
+    within an epoch, that is cut off at epoch T (the scheduler compares the absolute epoch with
+    its own epoch count): `minimum` from there on. With 40 and 10 the cosine covers epochs 10-29
+    and stops near 0.0081."""
+    if epoch < warmup:
+        return base * (epoch + fraction) / warmup
+    period = epochs - warmup
+    if epoch < period:
+        return minimum + (base - minimum) * (1 + math.cos(math.pi * (epoch - warmup) / period)) / 2
+    return minimum
+
+
 def linear_lr(epoch: int, epochs: int, base: float) -> float:
     """The authors' ImageNet `linear` schedule: linear decay to a small value 5 epochs before the
     end, then linear to 0 over the last 5 epochs."""
