@@ -94,7 +94,11 @@ def recipe_defaults(field: str) -> str:
     groups: dict = {}
     for name in SPACES:
         groups.setdefault(getattr(RECIPES[name], field), []).append(name)
-    text = lambda names: f"{names[0]}-{names[-1]}" if len(names) > 2 else "/".join(names)
+    if len(groups) == 1:
+        return f"{next(iter(groups))} in every space"
+    rdarts = ["s1", "s2", "s3", "s4"]
+    text = lambda names: "/".join(["s1-s4" if n == "s1" else n for n in names if n not in rdarts[1:]]
+                                  if set(rdarts) <= set(names) else names)
     return ", ".join(f"{text(names)} {value}" for value, names in groups.items())
 
 

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cutout", dest="cutout", action="store_true", default=True, help="cutout augmentation (on by default, as in DARTS)")
     g.add_argument("--no_cutout", dest="cutout", action="store_false", default=argparse.SUPPRESS, help="turn cutout off")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
+    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in training (default: flips on every data set, SVHN included, as in the authors' code)")
     g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=True, help="auxiliary head at 2/3 depth (on by default, as in DARTS)")
     g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS, help="train without the auxiliary head")
     return p
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
-                            image_size=args.image_size, test=not args.no_test)
+                            image_size=args.image_size, test=not args.no_test, flip=args.flip)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
     check_auxiliary(args, image_size, 32)
     return run(args, NetworkCIFAR, datasets, base=args.base_dir, names=args.genotype_names,

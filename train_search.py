@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data_split", default=None, choices=("train_portion", "benchmark"), help=f"train_portion: the DARTS split of the training set by --train_portion; benchmark: NAS-Bench-201's split files from --nb201_splits (without them, train_portion) (default: {recipe_defaults('data_split')})")
     g.add_argument("--nb201_splits", default=None, metavar="DIR", help="folder with NAS-Bench-201's split files (cifar-split.txt, cifar100-test-split.txt, imagenet-16-120-test-split.txt; configs/nas-benchmark/ of its code)")
     g.add_argument("--scoring_transform", default=None, choices=("train", "test"), help=f"images the saliency passes, s1r's comparisons and the validation see: train (augmented, as the architecture steps) or test (no augmentation) (default: {recipe_defaults('scoring_transform')})")
-    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in the training transform (on for every data set by default, SVHN included, as in the authors' code)")
+    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in the training transform (default: flips on every data set, SVHN included, as in the authors' code)")
     g.add_argument("--cutout", action="store_true", help="apply cutout to the search batches")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder only)")

@@ -7,23 +7,25 @@
 #
 #   bash scripts/run_search_spaces.sh                       # every search, one after the other
 #   SPACES="s2 s3" DATASETS="cifar10" SEEDS="0" bash scripts/run_search_spaces.sh
-#   NB201_FILE=~/NAS-Bench-201-v1_1-096897.pth SPACES=nb201 bash scripts/run_search_spaces.sh
+#   NB201_FILE=~/NAS-Bench-201-v1_1-096897.pth NB201_SPLITS=~/NAS-Bench-201/configs/nas-benchmark SPACES=nb201 \
+#       bash scripts/run_search_spaces.sh
 #   STAGE=eval bash scripts/run_search_spaces.sh            # train every finished S1-S4 cell
 #   NPROC=4 bash scripts/run_search_spaces.sh               # torchrun, 4 processes per run
 #
-# S1-S4 searches (the authors' RobustDARTS scripts): the DARTS supernet and defaults with each
-# space's op lists, and
-#   --epochs 50 --warmup 20      20 epochs of plain first-order DARTS, then two prune events per
-#                                epoch until every node keeps 2 live ops on 2 edges
-#   --num_compare 5              s1r: the 5 lowest-saliency candidates re-checked by removal
-# NAS-Bench-201 searches (the authors' PruneNAS config): 16 channels, 5 cells per stage, and
-#   --epochs 40 --warmup 10      10 warm-up epochs, then 30 pruning epochs, until one op per edge
-#   --nesterov --weight_decay 5e-4 --batch_size 64
-#                                SGD with Nesterov momentum 0.9, lr 0.025 cosine to 0.001, clip 5
-#   --num_compare 5 --reg_alpha 0.1
-#   --nb201_file                 (from NB201_FILE) records each epoch's cell's benchmark accuracies
+# Every search runs FP-DARTS-s1r (--sal_type task --num_compare 5); the rest is each space's
+# recipe, the defaults of train_search.py (README, "Other search spaces"):
+# S1-S4 (the authors' RobustDARTS code): 50 epochs, 20 of them warm-up, drop-path 0.2 in the
+#   supernet ramped over the epochs, two prune events per epoch until every node keeps 2 live ops
+#   on 2 edges.
+# NAS-Bench-201 (the authors' PruneNAS config): 16 channels, 5 cells per stage, 40 epochs (10
+#   warm-up, then pruning until one op per edge), SGD with Nesterov momentum and weight decay
+#   5e-4, lr warm-up then a truncated cosine, the weight step first, no pruned-op regulariser,
+#   scoring on test-time transforms, and
+#   --nb201_splits (from NB201_SPLITS) the benchmark's split files (without them: the
+#                               --train_portion split, and the run directory says so)
+#   --nb201_file (from NB201_FILE) records each epoch's cell's benchmark accuracies
 # S1-S4 evaluation (STAGE=eval; train.py, the DARTS protocol: 600 epochs, batch 96, cutout,
-# auxiliary head, drop-path 0.2), in RobustDARTS' sizes:
+# auxiliary head, drop-path 0.2, SVHN flipped as in the authors' code), in RobustDARTS' sizes:
 #   CIFAR-10:          --layers 20 --init_channels 36
 #   CIFAR-100, SVHN:   --layers 8 --init_channels 16
 # (the FP-DARTS authors' own script trained 20 cells of 36 channels on SVHN too: give
@@ -36,20 +38,18 @@ SEEDS=${SEEDS:-"0 1 2"}
 SPACES=${SPACES:-"s1 s2 s3 s4 nb201"}
 STAGE=${STAGE:-search}
 NB201_FILE=${NB201_FILE:-}
+NB201_SPLITS=${NB201_SPLITS:-}
 source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
 
 search() {  # space, data set
-    local space=$1 dataset=$2 flags
+    local space=$1 dataset=$2 flags=()
     if [ "$space" = nb201 ]; then
-        flags=(--epochs 40 --warmup 10 --nesterov --weight_decay 5e-4 --batch_size 64
-               --init_channels 16 --layers 5)
+        if [ -n "$NB201_SPLITS" ]; then flags+=(--nb201_splits "$NB201_SPLITS"); fi
         if [ -n "$NB201_FILE" ]; then flags+=(--nb201_file "$NB201_FILE"); fi
-    else
-        flags=(--epochs 50 --warmup 20)
     fi
     for seed in $SEEDS; do
         "${launch[@]}" train_search.py --search_space "$space" --dataset "$dataset" --sal_type task \
-            --num_compare 5 --reg_alpha 0.1 "${flags[@]}" --data "$DATA" --seed "$seed" --task "$seed" \
+            --num_compare 5 "${flags[@]}" --data "$DATA" --seed "$seed" --task "$seed" \
             --save "${space}_${dataset}"
     done
 }

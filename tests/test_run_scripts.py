@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -54,18 +55,20 @@ def test_run_fulltrain_imagenet_trains_the_selected_genotype():
 
 
 def test_run_search_spaces_has_the_authors_settings():
-    commands = dry_run("run_search_spaces.sh", NB201_FILE="bench.pth")
-    runs = {(a.search_space, a.dataset, a.seed) for a in (train_search.build_parser().parse_args(c[1:]) for c in commands)}
+    bench = str(Path(__file__))  # (parse_args checks that the file exists)
+    commands = dry_run("run_search_spaces.sh", NB201_FILE=bench, NB201_SPLITS=".")
+    runs = {(a.search_space, a.dataset, a.seed) for a in (train_search.parse_args(c[1:]) for c in commands)}
     assert runs == {(s, d, seed) for s, ds in SPACE_DATASETS.items() for d in ds.split() for seed in (0, 1, 2)}
     assert len(commands) == len(runs) == 45
     for command in commands:
-        a = train_search.build_parser().parse_args(command[1:])
-        assert (a.sal_type, a.num_compare, a.reg_alpha) == ("task", 5, 0.1)
+        a = train_search.parse_args(command[1:])  # the flags completed by the space's recipe
+        assert (a.sal_type, a.num_compare, a.batch_size, a.init_channels) == ("task", 5, 64, 16)
         if a.search_space == "nb201":
-            assert (a.epochs, a.warmup, a.nesterov, a.weight_decay, a.batch_size) == (40, 10, True, 5e-4, 64)
-            assert (a.init_channels, a.layers, a.nb201_file) == (16, 5, "bench.pth")
+            assert (a.epochs, a.warmup, a.nesterov, a.weight_decay, a.reg_alpha) == (40, 10, True, 5e-4, 0.0)
+            assert (a.lr_schedule, a.step_order, a.scoring_transform) == ("warmup_cosine_nb201", "weight_first", "test")
+            assert (a.layers, a.nb201_file, a.nb201_splits, a.data_split) == (5, bench, ".", "benchmark")
         else:
-            assert (a.epochs, a.warmup, a.nb201_file) == (50, 20, None)
+            assert (a.epochs, a.warmup, a.drop_path_prob, a.reg_alpha, a.nb201_file) == (50, 20, 0.2, 0.1, None)
 
 
 def test_run_search_spaces_evaluates_in_robustdarts_sizes(tmp_path):

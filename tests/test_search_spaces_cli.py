@@ -179,6 +179,27 @@ def test_nb201_search_ends_with_one_op_per_edge_and_its_benchmark_figures(search
     assert f"test top1 {result['final_test_top1']:.4f}" in evaluated.stderr + evaluated.stdout
 
 
+@pytest.mark.parametrize("space", ["s1", "nb201"])
+def test_the_spaces_recipe_is_in_the_run_directory(searched, space):
+    """The authors' settings of the space where no flag was given, the flags where one was, in
+    search_space.json, args.json and results.json alike."""
+    ref, _ = searched(space)
+    recipe = json.loads((ref / "search_space.json").read_text())["recipe"]
+    args = json.loads((ref / "args.json").read_text())
+    results = json.loads((ref / "results.json").read_text())
+    assert results["recipe"] == recipe and all(args[k] == v for k, v in recipe.items())
+    assert (recipe["warmup"], recipe["epochs"]) == (1, int(RUNS[space][0][RUNS[space][0].index("--epochs") + 1]))
+    if space == "s1":
+        assert (recipe["drop_path_prob"], recipe["lr_schedule"], recipe["step_order"]) == (0.2, "cosine", "arch_first")
+        assert (recipe["weight_decay"], recipe["reg_alpha"], results["data_split"]) == (3e-4, 0.1, "train_portion")
+        assert "drop_path_prob 2.000000e-01" in (ref / "log.txt").read_text()  # the last epoch's
+    else:
+        assert (recipe["lr_schedule"], recipe["step_order"], recipe["reg_alpha"]) == ("warmup_cosine_nb201", "weight_first", 0.0)
+        assert (recipe["nesterov"], recipe["weight_decay"], recipe["scoring_transform"]) == (True, 5e-4, "test")
+        assert results["data_split"] == "train_portion (no --nb201_splits given)"
+        assert "no --nb201_splits: searching on the --train_portion 0.5 split" in (ref / "log.txt").read_text()
+
+
 def test_train_py_trains_a_robustdarts_cell(searched):
     ref, _ = searched("s4")
     run_cli("train.py", "--base_dir", ref, "--dataset", "digits", "--epochs", "1", "--batch_size", "64",
