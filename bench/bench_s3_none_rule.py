@@ -10,6 +10,7 @@ the final cells differ, and how many `none` the authors' rule left live; then th
 
     python bench/bench_s3_none_rule.py                       # s1, s1r, vanilla x seeds 0 1 2
     python bench/bench_s3_none_rule.py --methods vanilla --seeds 0 1 2 3 4
+    python bench/bench_s3_none_rule.py --steps 4             # the authors' 4-node cells (14 edges)
 """
 from __future__ import annotations
 
@@ -23,17 +24,21 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# 3-node cells (9 edges x 3 ops = 27 -> 6 live ops per cell: 21 events), 4 events per epoch.
+# 4 events per epoch: 3-node cells (9 edges x 3 ops = 27 -> 6 live ops per cell) take 21 events,
+# 4-node cells (42 -> 8) 34.
 TINY = ["--search_space", "s3", "--dataset", "digits", "--subset", "128", "--batch_size", "16",
-        "--init_channels", "4", "--layers", "3", "--steps", "3", "--epochs", "9", "--warmup", "2",
-        "--prune_interval", "1", "--report_freq", "1000", "--no_summary", "--deterministic"]
+        "--init_channels", "4", "--layers", "3", "--warmup", "2", "--prune_interval", "1", "--report_freq", "1000",
+        "--no_summary", "--deterministic"]
 METHODS = {"s1": ["--sal_type", "task"], "s1r": ["--sal_type", "task", "--num_compare", "5", "--iter_compare", "1"],
            "vanilla": ["--sal_type", "vanilla"]}
 
 
-def search(method: str, seed: int, rule: str, out: Path) -> dict:
+def search(method: str, seed: int, rule: str, out: Path, steps: int) -> dict:
     """Run one search; its prune sequence, final genotype and live `none` ops."""
+    events = 3 * sum(2 + i for i in range(steps)) - 2 * steps  # 3 ops per edge down to 2 per node
+    epochs = 2 + -(-events // 4) + 1  # the warm-up, the events (4 per epoch), one more epoch
     subprocess.run([sys.executable, "train_search.py", *TINY, *METHODS[method], "--seed", str(seed),
+                    "--steps", str(steps), "--epochs", str(epochs),
                     "--none_rule", rule, "--out_dir", str(out)], cwd=ROOT, check=True, capture_output=True)
     (run,) = out.iterdir()
     events = [(e["cell"], e["edge"], e["op"]) for e in map(json.loads, (run / "prune_events.jsonl").open())]
@@ -46,12 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="variants to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per variant")
+    p.add_argument("--steps", type=int, default=3, help="intermediate nodes per cell")
     args = p.parse_args(argv)
     totals = {m: [0, 0, 0] for m in args.methods}  # runs, prune sequences differ, cells differ
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
             for seed in args.seeds:
-                ours, theirs = (search(method, seed, rule, Path(tmp, f"{method}-{seed}-{rule}"))
+                ours, theirs = (search(method, seed, rule, Path(tmp, f"{method}-{seed}-{rule}"), args.steps)
                                 for rule in ("skip", "count"))
                 first = next((i for i, (a, b) in enumerate(zip(ours["events"], theirs["events"])) if a != b), None)
                 if first is None and len(ours["events"]) != len(theirs["events"]):
