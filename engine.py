@@ -14,8 +14,8 @@ import distributed
 import timing
 import utils
 from data import holdout_split, make_loader, transforms
-from search_spaces import GENOTYPE_FORMAT, ArchFormat
-from visualize import GraphvizMissing
+from architectures import GENOTYPE_FORMAT, ArchFormat
+from visualize import GraphvizMissing, draw
 
 log = utils.logger
 
@@ -271,7 +271,7 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
     if world.is_main and not resume:
         utils.write_json(run_dir / "args.json", vars(args))
         try:
-            fmt.draw(genotype, run_dir / "genotype")
+            draw(fmt, genotype, run_dir / "genotype")
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
     return run_dir

@@ -10,7 +10,7 @@ from genotypes import Genotype, cell_edges
 from operations import (
     NB201_OPS, OPS, FactorizedReduce, Identity, ReLUConvBN, ResNetBasicblock, Zero, drop_path, nb201_layers,
 )
-from search_spaces import NB201_ENDPOINTS, parse_nb201_arch
+from architectures import NB201_ENDPOINTS, parse_nb201_arch
 
 
 class Cell(nn.Module):

@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from operations import NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, drop_path, nb201_layers
-from search_spaces import (  # noqa: F401  (derive_cell, edge_endpoints: model_search's public names)
-    SearchSpace, derive_cell, edge_endpoints, get_space, num_edges,
-)
+from search_spaces import DartsCellSpace, NB201Space, SearchSpace, edge_endpoints, get_space
 
 
 class MixedOp(nn.Module):
@@ -238,6 +236,8 @@ def supernet(space: SearchSpace, C: int, num_classes: int, layers: int,
              track_running_stats: bool = True) -> Supernet:
     """The supernet of `space`: `layers` cells (DARTS-cell spaces) or cells per stage (nb201);
     `track_running_stats` False: the cells' BN layers use batch statistics only."""
-    if space.name == "nb201":
+    if isinstance(space, NB201Space):
         return NB201Network(C, num_classes, layers, space, track_running_stats)
-    return Network(C, num_classes, layers, steps=space.steps, space=space, track_running_stats=track_running_stats)
+    if isinstance(space, DartsCellSpace):
+        return Network(C, num_classes, layers, steps=space.steps, space=space, track_running_stats=track_running_stats)
+    raise TypeError(f"no supernet for a {type(space).__name__}")

@@ -66,7 +66,9 @@ def load_run(run_dir: str | Path) -> SimpleNamespace:
     for r in (*events, *saliency, *audit):
         r["x"] = r["epoch"] + (r["step"] + 1) / steps  # in epochs: the event after step `step`
     results = _json(d / "results.json") if (d / "results.json").is_file() else None
-    return SimpleNamespace(dir=d, args=args, space=space, types=types, epochs=epochs, betas=betas,
+    # How people call each cell type (runs from before the space said: "<type> cell").
+    labels = space.get("cell_labels") or {t: t if t.endswith("cell") else f"{t} cell" for t in types}
+    return SimpleNamespace(dir=d, args=args, space=space, types=types, labels=labels, epochs=epochs, betas=betas,
                            rows=_rows(d / "results_of_7q" / "results.csv"), events=events, saliency=saliency,
                            audit=audit, results=results)
 
@@ -119,7 +121,7 @@ def draw_betas(ax, run: SimpleNamespace, cell: str, epoch: int, scale: tuple[flo
     data = np.ma.masked_array(run.betas[epoch][cell], mask=~masks_at(run, epoch)[cell])
     ax.set_facecolor("0.85")
     image = ax.imshow(data, cmap="viridis", vmin=scale[0], vmax=scale[1], aspect="auto", interpolation="nearest")
-    ax.set_title(f"{cell}, epoch {epoch}", fontsize=9)
+    ax.set_title(f"{run.labels[cell]}, epoch {epoch}", fontsize=9)
     edges = [f"{s}→{d}" for s, d in run.space["edges"]]
     ax.set_yticks(range(len(edges)), edges, fontsize=7)
     ax.tick_params(labelleft=labels)
@@ -178,7 +180,7 @@ def draw_timeline(ax, run: SimpleNamespace, cell: str, legend: bool = True) -> N
     ours = [e for e in run.events if e["cell"] == cell]
     ax.scatter([e["x"] for e in ours], total[1:], c=[COLOURS[family(e["op"])] for e in ours], s=14,
                edgecolors="k", linewidths=0.4, zorder=3, gid="prune markers")
-    ax.set(title=f"{cell} cell: live ops", xlabel="epoch", ylabel="live ops", xlim=(0, end), ylim=(0, None))
+    ax.set(title=f"{run.labels[cell]}: live ops", xlabel="epoch", ylabel="live ops", xlim=(0, end), ylim=(0, None))
     if legend:
         ax.legend(loc="upper right", fontsize=7, title="family (marker: op pruned)", title_fontsize=7)
 
@@ -232,21 +234,21 @@ def fig_saliency(run: SimpleNamespace):
         ax.scatter([e["x"] for e in ours], [max(abs(e["saliency"]), 1e-12) for e in ours], s=12, color="tab:red",
                    label="pruned", zorder=3)
         ax.set(yscale="log", xlabel="epoch", ylabel="|saliency| (zero drawn at 1e-12)",
-               title=f"{cell}: live ops' |S| at each event")
+               title=f"{run.labels[cell]}: live ops' |S| at each event")
         ax.legend(fontsize=7)
         if compared:
-            _draw_candidates(axes[1, c], ours, cell)
+            _draw_candidates(axes[1, c], ours, run.labels[cell])
     return fig
 
 
-def _draw_candidates(ax, events: list[dict], cell: str) -> None:
+def _draw_candidates(ax, events: list[dict], label: str) -> None:
     for e in events:
         losses = [k["loss"] for k in e["candidates"]]
         ax.scatter([e["x"]] * len(losses), losses, s=8, color="0.55")
         ax.scatter([e["x"]], [e["loss"]], s=14, color="tab:red", zorder=3)
     ax.scatter([], [], s=8, color="0.55", label="candidate")
     ax.scatter([], [], s=14, color="tab:red", label="pruned (lowest loss)")
-    ax.set(xlabel="epoch", ylabel="validation loss without the op", title=f"{cell}: candidates compared")
+    ax.set(xlabel="epoch", ylabel="validation loss without the op", title=f"{label}: candidates compared")
     ax.legend(fontsize=7)
 
 
@@ -268,7 +270,7 @@ def fig_audit(run: SimpleNamespace):
         pruned = [(r["x"], r["pruned_true_rank"] / r["eligible"]) for r in records if "pruned_true_rank" in r]
         if pruned:
             axes[1, c].plot(*zip(*pruned), "kx", label="op pruned")
-        axes[0, c].set(ylim=(-1.05, 1.05), ylabel="Spearman with the true change", title=f"{cell}: saliency audit")
+        axes[0, c].set(ylim=(-1.05, 1.05), ylabel="Spearman with the true change", title=f"{run.labels[cell]}: saliency audit")
         axes[1, c].set(ylim=(0, 1.05), xlabel="epoch", ylabel="true rank / eligible ops\n(0: least harmful)")
         axes[0, c].legend(fontsize=6, ncol=2)
         axes[1, c].legend(fontsize=6)
@@ -278,20 +280,17 @@ def fig_audit(run: SimpleNamespace):
 def drawings(run: SimpleNamespace, out: Path) -> dict[str, Path | str]:
     """{cell type: PNG} of the final cells (the search's drawings), or for a running search of the
     last epoch's cell (drawn into `out`); a reason instead of a path when there is none."""
-    from visualize import GraphvizMissing, plot_genotype, plot_nb201
+    from architectures import load_architecture
+    from genotypes import GenotypeError
+    from visualize import GraphvizMissing, draw
 
     found = {t: run.dir / f"genotype_{t}.png" for t in run.types}
     if run.results and all(p.is_file() for p in found.values()):
         return found
     last = run.dir / "results_of_7q" / "genotype" / f"{run.epochs[-1]}.txt"
     try:
-        if run.space["name"] == "nb201":
-            plot_nb201(_json(last)["arch_str"], out / "current")
-        else:
-            from genotypes import load_genotype
-
-            plot_genotype(load_genotype(last), out / "current")
-    except (GraphvizMissing, UserError, OSError, KeyError) as e:
+        draw(*load_architecture(last), out / "current")
+    except (GraphvizMissing, GenotypeError, UserError, OSError, KeyError) as e:
         return {t: f"no drawing: {e}" for t in run.types}
     return {t: out / f"current_{t}.png" for t in run.types}
 
@@ -326,7 +325,7 @@ def fig_summary(run: SimpleNamespace, out: Path):
     state = "final" if run.results else f"epoch {run.epochs[-1]}"
     top, middle, bottom = (rows[i].subgridspec(1, k) for i, k in enumerate((n, n + 1, n)))
     for i, (cell, image) in enumerate(drawings(run, out).items()):
-        draw_image(fig.add_subplot(top[0, i]), image, f"{cell} cell ({state})")
+        draw_image(fig.add_subplot(top[0, i]), image, f"{run.labels[cell]} ({state})")
     draw_validation(fig.add_subplot(middle[0, 0]), run)
     for i, cell in enumerate(run.types):
         draw_timeline(fig.add_subplot(middle[0, i + 1]), run, cell, legend=i == n - 1)

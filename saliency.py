@@ -15,7 +15,6 @@ from torch import Tensor
 import distributed
 import utils
 from model_search import Supernet
-from search_spaces import eligible_ops, has_redundant_op  # noqa: F401  (the DARTS-cell rules)
 
 SAL_TYPES = ("task", "vanilla", "sgas_1")
 

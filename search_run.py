@@ -22,7 +22,7 @@ from data import SPLITS_WHERE, make_loader, search_data
 from fileio import read_jsonl
 from model_search import Supernet
 from search_spaces import recipe_values
-from visualize import GraphvizMissing
+from visualize import GraphvizMissing, draw
 
 log = utils.logger
 
@@ -227,7 +227,7 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
         utils.write_json(run_dir / "search_space.json", {**parts.model.space.describe(), "recipe": recipe_values(args),
                                                          "data_split": data.split})
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
-    if args.search_space == "nb201" and args.nb201_file is None:
+    if parts.model.space.has_benchmark and args.nb201_file is None:
         log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
@@ -255,7 +255,7 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
         log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
         log.info("genotype = %s", genotype)
         row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
-        if args.search_space == "nb201":
+        if model.space.has_benchmark:  # the cell, a key of the benchmark, in results.csv
             row["arch_str"] = genotype
             if args.nb201_file:
                 row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
@@ -339,20 +339,20 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
                "recipe": recipe_values(args), "data_split": run.data_split,
                "audit": audit.summary(read_jsonl(run_dir / AUDIT_FILE)) if run.world.is_main else None}
-    if space.name == "nb201":  # the cell, and its benchmark accuracies with --nb201_file
+    if space.has_benchmark:  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
                        else {"arch_str": genotype, "benchmark": None})
     if run.world.is_main:
         space.save(genotype, run_dir / "genotype.json")
         try:
-            space.format.draw(genotype, run_dir / "genotype")
+            draw(space.format, genotype, run_dir / "genotype")
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
         utils.write_json(run_dir / "results.json", results)
         if args.summary:
             with run.timer("files"):
                 write_summary(run_dir)
-        if space.name == "nb201" and not args.nb201_file:
+        if space.has_benchmark and not args.nb201_file:
             log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
     return results

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from architectures import GENOTYPE_FORMAT, NB201_ENDPOINTS, NB201_FORMAT, NB201_OPS, ArchFormat, nb201_arch_str
 from fileio import atomic_write
-from genotypes import PRIMITIVES, Genotype, GenotypeError, genotype_from_dict, genotype_to_dict
-from visualize import plot_genotype, plot_nb201
+from genotypes import PRIMITIVES, Genotype
 
 # RobustDARTS (Zela et al., ICLR 2020) S1: two ops per edge, its own pair on every edge of each
 # cell type, edges in architecture-row order (0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..., 4->5).
@@ -43,7 +41,6 @@ UNIFORM_OPS = {
     "s3": ["none", "skip_connect", "sep_conv_3x3"],
     "s4": ["noise", "sep_conv_3x3"],
 }
-NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 SPACES = ("darts", "s1", "s2", "s3", "s4", "nb201")
 NONE_RULES = ("skip", "count")
 
@@ -203,87 +200,7 @@ def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list, res
     return genes, sorted(active - {0, 1})
 
 
-# ---------------------------------------------------------------- NAS-Bench-201 architecture strings
-
-NB201_ENDPOINTS = [(j, i) for i in range(1, 4) for j in range(i)]  # (0,1) (0,2) (1,2) (0,3) ...
-
-
-def nb201_arch_str(ops: list[str]) -> str:
-    """The benchmark's key of a cell from its 6 edge ops in edge order:
-    `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node 1's input, node 2's, node 3's)."""
-    nodes = [[f"{op}~{src}" for op, (src, dst) in zip(ops, NB201_ENDPOINTS) if dst == node]
-             for node in (1, 2, 3)]
-    return "+".join("|" + "|".join(inputs) + "|" for inputs in nodes)
-
-
-def parse_nb201_arch(text: str, source: str = "--arch_str") -> list[str]:
-    """The 6 edge ops (edge order) of an architecture string; GenotypeError naming `source`."""
-    nodes = text.strip().split("+")
-    ops = []
-    try:
-        if len(nodes) != 3:
-            raise ValueError(f"{len(nodes)} nodes separated by '+', expected 3")
-        for node, part in enumerate(nodes, start=1):
-            inputs = part.strip("|").split("|")
-            if not part.startswith("|") or not part.endswith("|") or len(inputs) != node:
-                raise ValueError(f"node {node} must read |op~0|...|op~{node - 1}|, got '{part}'")
-            for src, item in enumerate(inputs):
-                op, _, index = item.partition("~")
-                if index != str(src) or op not in NB201_OPS:
-                    raise ValueError(f"'{item}' is not op~{src} with op in {', '.join(NB201_OPS)}")
-                ops.append(op)
-    except ValueError as e:
-        raise GenotypeError(f"{source}: not a NAS-Bench-201 architecture string ({e})") from None
-    return ops
-
-
-def nb201_from_dict(fields: dict, source: str) -> str:
-    """A NAS-Bench-201 architecture from its JSON form {"arch_str": ...}, validated."""
-    if not isinstance(fields, dict) or not isinstance(fields.get("arch_str"), str):
-        raise GenotypeError(f"{source}: expected a JSON object with an 'arch_str' string")
-    text = fields["arch_str"]
-    parse_nb201_arch(text, source)
-    return text
-
-
-def read_arch_json(path: str | Path, from_dict) -> object:
-    """Read one architecture JSON file with `from_dict`; GenotypeError naming the file."""
-    try:
-        fields = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GenotypeError(f"{path}: cannot read the architecture file ({e})") from None
-    return from_dict(fields, str(path))
-
-
 # ---------------------------------------------------------------- the spaces
-
-@dataclass(frozen=True)
-class ArchFormat:
-    """How one kind of architecture is written (JSON), read back and drawn, and the short name an
-    evaluation run directory takes from the architecture's source label."""
-    kind: str
-    to_dict: Callable
-    from_dict: Callable
-    draw: Callable
-    short_name: Callable = lambda label: Path(label).stem
-
-
-_NB201_SHORT = {"none": "N", "skip_connect": "S", "nor_conv_1x1": "C1", "nor_conv_3x3": "C3", "avg_pool_3x3": "P"}
-
-
-def _nb201_short_name(label: str) -> str:
-    """An architecture string as its ops per node, e.g. C3-C3P-SC3S; a file label as its stem."""
-    if not label.lstrip().startswith("|"):
-        return Path(label).stem
-    ops = parse_nb201_arch(label)
-    return "-".join("".join(_NB201_SHORT[ops[e]] for e, (_, dst) in enumerate(NB201_ENDPOINTS) if dst == node)
-                    for node in (1, 2, 3))
-
-
-GENOTYPE_FORMAT = ArchFormat("genotype", genotype_to_dict, genotype_from_dict, plot_genotype)
-NB201_FORMAT = ArchFormat("nb201", lambda arch: {"arch_str": arch}, nb201_from_dict, plot_nb201,
-                          _nb201_short_name)
-
 
 class SearchSpace(ABC):
     """What the supernet, the pruner and the scripts need to know about a space.
@@ -299,6 +216,11 @@ class SearchSpace(ABC):
     format: ArchFormat
     recipe: Recipe  # the authors' search settings in this space
     has_none: bool  # whether the restricted rule has a `none` to tell apart (S3)
+    cell_labels: dict[str, str]  # each cell type as people call it
+    fixed_cell: bool  # True: the cell has its own nodes (--steps does not apply)
+    default_layers: int  # the supernet's --layers (cells, or cells per stage)
+    has_restrict_rule: bool  # whether --no_restrict has a meaning here
+    has_benchmark: bool  # True: each cell is a key of a tabular benchmark (--nb201_file)
 
     @property
     def num_ops(self) -> int:
@@ -314,8 +236,9 @@ class SearchSpace(ABC):
         return self.edge_ops[self.cell_types[cell]][edge].index(name)
 
     def describe(self) -> dict:
-        """The space as JSON: cell types, edges (source, destination) and candidates per edge."""
-        return {"name": self.name, "cell_types": list(self.cell_types),
+        """The space as JSON: cell types (and their names for people), edges (source,
+        destination) and candidates per edge."""
+        return {"name": self.name, "cell_types": list(self.cell_types), "cell_labels": self.cell_labels,
                 "edges": [list(e) for e in self.endpoints], "edge_ops": self.edge_ops}
 
     def save(self, arch, path: str | Path) -> None:
@@ -343,7 +266,9 @@ class DartsCellSpace(SearchSpace):
     """The DARTS cell (2 input nodes, `steps` intermediate nodes, output = their concatenation)
     with a candidate list per edge and per cell type (normal, reduce); DARTS genotypes."""
     cell_types = ("normal", "reduce")
+    cell_labels = {"normal": "normal cell", "reduce": "reduction cell"}
     format = GENOTYPE_FORMAT
+    fixed_cell, default_layers, has_restrict_rule, has_benchmark = False, 8, True, False
 
     def __init__(self, name: str, normal: list[list[str]], reduce: list[list[str]], steps: int,
                  recipe: Recipe = DARTS_RECIPE, none_rule: str = "skip"):
@@ -391,6 +316,9 @@ class NB201Space(SearchSpace):
     format = NB201_FORMAT
     recipe = NB201_RECIPE
     has_none = False  # (its none is an ordinary op for the one-op-per-edge rule)
+    cell_labels = {"cell": "cell"}
+    steps = 3  # nodes after the input
+    fixed_cell, default_layers, has_restrict_rule, has_benchmark = True, 5, False, True
 
     def __init__(self):
         self.edge_ops = {"cell": [list(NB201_OPS) for _ in NB201_ENDPOINTS]}
@@ -414,11 +342,13 @@ def get_space(name: str, steps: int = 4, none_rule: str = "skip") -> SearchSpace
     `none_rule` (S3): "skip" (ours: `none` is no input of a node and is pruned before the end) or
     "count" (the authors': it counts like any op)."""
     if name == "nb201":
+        if none_rule != "skip":
+            raise ValueError(f"--none_rule {none_rule} is a rule of the DARTS cell's restricted pruning (S3)")
         return NB201Space()
     if name == "s1":
         if steps != 4:
-            raise ValueError(f"search space s1 lists its ops for the 14 edges of 4 intermediate "
-                             f"nodes; --steps {steps} is not possible")
+            raise ValueError(f"--search_space s1 lists its ops for the 14 edges of 4 nodes; --steps {steps} "
+                             "is not possible")
         return DartsCellSpace(name, S1_NORMAL, S1_REDUCE, steps, RECIPES[name], none_rule)
     if name not in UNIFORM_OPS:
         raise ValueError(f"unknown search space '{name}' (known: {', '.join(SPACES)})")

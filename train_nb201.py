@@ -13,7 +13,7 @@ from data import DATASETS, get_datasets
 from engine import add_common_args, check_common_args, run
 from genotypes import epoch_file
 from model import NetworkNB201
-from search_spaces import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
+from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 
 
 def build_parser() -> argparse.ArgumentParser:

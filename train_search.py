@@ -109,25 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fill in the search space's sizes and recipe; reject impossible values and combinations
     with one line."""
-    nb201 = args.search_space == "nb201"
-    if nb201 and args.steps is not None:
-        p.error("--steps does not apply to --search_space nb201 (its cell has 3 fixed nodes)")
-    if args.search_space == "s1" and args.steps not in (None, 4):
-        p.error(f"--search_space s1 lists its ops for the 14 edges of 4 nodes; --steps {args.steps} is not possible")
-    if nb201 and args.no_restrict:
-        p.error("--no_restrict is a DARTS-cell rule; NAS-Bench-201 always prunes to one op per edge")
+    try:
+        space = get_space(args.search_space, args.steps or 4, args.none_rule)
+    except ValueError as e:
+        p.error(str(e))
+    if space.fixed_cell and args.steps is not None:
+        p.error(f"--steps does not apply to --search_space {args.search_space} (its cell has fixed nodes)")
+    if args.no_restrict and not space.has_restrict_rule:
+        p.error(f"--no_restrict is a DARTS-cell rule; --search_space {args.search_space} has its own end state")
     if args.sal_source == "arch_steps" and (args.sal_type != "task" or args.unrolled):
         p.error("--sal_source arch_steps needs --sal_type task and the first-order architecture step (no --unrolled)")
-    if args.nb201_file is not None and not nb201:
+    if args.nb201_file is not None and not space.has_benchmark:
         p.error("--nb201_file needs --search_space nb201")
     if args.nb201_file is not None and not Path(args.nb201_file).exists():
         p.error(f"--nb201_file {args.nb201_file}: no such file or folder")
-    args.steps = 3 if nb201 else 4 if args.steps is None else args.steps
-    args.layers = (5 if nb201 else 8) if args.layers is None else args.layers
-    try:
-        space = get_space(args.search_space, args.steps, args.none_rule)
-    except ValueError as e:
-        p.error(str(e))
+    args.steps = space.steps
+    args.layers = args.layers or space.default_layers
     if args.none_rule == "count" and args.no_restrict:
         p.error("--none_rule count changes the restricted rule; --no_restrict has none")
     apply_recipe(args, space.recipe)  # the authors' settings in this space, where no flag was given

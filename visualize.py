@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from architectures import NB201_ENDPOINTS, ArchFormat, nb201_from_dict, parse_nb201_arch
 from genotypes import Genotype, GenotypeError, cell_edges, load_genotype
 
 INSTALL_HINT = (
@@ -57,8 +58,6 @@ def nb201_graph(arch_str: str, title: str = "cell"):
     `none` edges carry nothing and are not drawn."""
     import graphviz
 
-    from search_spaces import NB201_ENDPOINTS, parse_nb201_arch
-
     g = graphviz.Digraph(name=title, format="pdf", engine="dot",
                          edge_attr=dict(fontsize="20", fontname="times"),
                          node_attr=dict(style="filled", shape="rect", align="center", fontsize="20",
@@ -100,6 +99,15 @@ def plot_nb201(arch_str: str, out_prefix: str | Path) -> list[Path]:
     return _render({"cell": nb201_graph(arch_str)}, out_prefix)
 
 
+# The drawing of each architecture format (architectures.py), by its kind.
+DRAWERS = {"genotype": plot_genotype, "nb201": plot_nb201}
+
+
+def draw(fmt: ArchFormat, arch, out_prefix: str | Path) -> list[Path]:
+    """Draw an architecture of format `fmt` as `<out_prefix>_<cell>` PDF and PNG files."""
+    return DRAWERS[fmt.kind](arch, out_prefix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of visualize.py."""
     parser = argparse.ArgumentParser(
@@ -136,8 +144,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 def _nb201_arch(spec: str, is_file: bool) -> str | None:
     """The NAS-Bench-201 architecture string `spec` names (itself, or a JSON file holding an
     'arch_str'), or None when `spec` is a DARTS genotype."""
-    from search_spaces import nb201_from_dict, parse_nb201_arch
-
     if is_file:
         try:
             fields = json.loads(Path(spec).read_text())

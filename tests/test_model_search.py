@@ -6,7 +6,8 @@ import torch
 
 from genotypes import PRIMITIVES, validate
 from model import NetworkCIFAR
-from model_search import Network, derive_cell, edge_endpoints
+from model_search import Network
+from search_spaces import derive_cell, edge_endpoints
 
 
 def tiny(steps=4, seed=0):

@@ -62,7 +62,7 @@ def test_figures_show_what_the_run_directory_holds(complete_searches, kind):
     assert plots.snapshot_epochs(run)[0] == 0 and plots.snapshot_epochs(run)[-1] == 17
     for ax, cell in zip(fig.axes[len(plots.snapshot_epochs(run)) - 1::len(plots.snapshot_epochs(run))], run.types):
         data = image_of(ax)
-        assert ax.get_title() == f"{cell}, epoch 17"
+        assert ax.get_title() == f"{run.labels[cell]}, epoch 17"
         np.testing.assert_array_equal(~data.mask, state[f"keep_{cell}"].numpy())
         np.testing.assert_array_equal(data.data, np.array(last[f"alphas_{cell}"]))
 

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 import saliency as S
-from model_search import Network, edge_endpoints
+from model_search import Network
+from search_spaces import edge_endpoints, eligible_ops, has_redundant_op
 from train_search import prune_due
 
 
@@ -109,8 +110,8 @@ def prune_to_the_end(restrict, seed, steps=4, num_kept_min=8):
     gen = torch.Generator().manual_seed(seed)
     keep = torch.ones(len(edge_endpoints(steps)), 7, dtype=torch.bool)
     events = 0
-    while S.has_redundant_op(keep, steps, restrict, num_kept_min):
-        eligible = S.eligible_ops(keep, steps, restrict)
+    while has_redundant_op(keep, steps, restrict, num_kept_min):
+        eligible = eligible_ops(keep, steps, restrict)
         flat = S.shortlist(torch.randn(keep.shape, generator=gen), eligible, 1)[0]
         assert eligible.view(-1)[flat] and keep.view(-1)[flat]
         keep.view(-1)[flat] = False

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import saliency as S
+from architectures import NB201_OPS as NB201_NAMES
+from architectures import nb201_arch_str, parse_nb201_arch
 from genotypes import GenotypeError, validate
 from model import NetworkCIFAR, NetworkNB201
 from model_search import NB201Network, Network, supernet
 from operations import NB201_OPS, OPS, NoiseOp, ReLUConvBN
-from search_spaces import (
-    NB201_OPS as NB201_NAMES, SPACES, get_space, nb201_arch_str, parse_nb201_arch,
-)
+from search_spaces import SPACES, get_space
 from utils import count_multadds_in_M, count_parameters_in_M
 
 # RobustDARTS S1 (reference/search-spaces.md), transcribed independently of search_spaces.py.

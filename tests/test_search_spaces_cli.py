@@ -13,9 +13,10 @@ from test_resume import kill_when, only_run
 
 import train_search
 import utils
+from architectures import parse_nb201_arch
 from genotypes import cell_edges, is_restricted, load_genotype
 from model import NetworkCIFAR
-from search_spaces import get_space, parse_nb201_arch
+from search_spaces import get_space
 
 # 32 weight images in batches of 8 with a prune event every step: 4 events per epoch after the
 # warm-up epoch. S1: 28 -> 8 ops (20 events), S3 with 2-node cells: 15 -> 4 (11), S4: 10 -> 4 (6),
