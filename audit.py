@@ -17,7 +17,6 @@ from saliency import removal_change, saliency_first_order, saliency_second_order
 # The rules audited, by the coefficient of their Hessian term: s1 (none), s2 as the authors
 # weight it (1) and s2 with the Taylor expansion's 1/2.
 RULES = {"s1": 0.0, "s2": 1.0, "s2_half": 0.5}
-AUDIT_FILE = "audit.jsonl"
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import distributed
+import rundir
 import timing
 import utils
 from data import holdout_split, make_loader, transforms
@@ -160,10 +161,10 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         with timer("files"):
             rng = utils.rng_states()
             if world.is_main:
-                utils.save_checkpoint(run_dir / "checkpoint.pt", {
+                utils.save_checkpoint(run_dir / rundir.CHECKPOINT, {
                     "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "history": history, "rng": rng, "elapsed": time.time() - clock,
-                    "world_size": world.world_size, "log_bytes": (run_dir / "log.txt").stat().st_size,
+                    "world_size": world.world_size, "log_bytes": (run_dir / rundir.LOG).stat().st_size,
                     "timer": timer.state_dict(), **extra_state})
     writer.close()
     return history
@@ -239,39 +240,27 @@ def resume_source(resume: tuple[Path, dict], fmt: ArchFormat) -> list[tuple[str,
     return [(state["genotype_source"], fmt.from_dict(state["genotype"], str(path)))]
 
 
-RESUME_MUST_MATCH = ("init_channels", "layers", "auxiliary", "epochs", "batch_size", "learning_rate",
-                     "weight_decay", "drop_path_prob", "seed", "val_portion")
-
-
-def check_resumable(path: Path, state: dict, args) -> None:
-    """Refuse a checkpoint written under another configuration (one line naming the flag)."""
-    old = state["args"]
-    for key in RESUME_MUST_MATCH + tuple(k for k in ("dataset", "lr_scheduler", "nesterov") if k in old):
-        if old.get(key) != getattr(args, key, None):
-            raise utils.UserError(f"{path}: checkpoint from a different configuration "
-                                  f"(--{key} {old.get(key)} there, {getattr(args, key, None)} now)")
-
-
 def open_run(args, label: str, genotype, world: distributed.World, run_root: str, kind: str,
              resume: tuple[Path, dict] | None, fmt: ArchFormat) -> Path:
     """The evaluation run directory (new, or the one being resumed), with its log, args.json and
     drawing of the cells; only rank 0 writes."""
     if resume:
         run_dir, state = resume
-        check_resumable(run_dir / "checkpoint.pt", state, args)
+        rundir.check_resumable(run_dir / rundir.CHECKPOINT, state["args"], args)
+        args.seed = state["args"]["seed"]
         if world.is_main:
-            utils.truncate_to(run_dir / "log.txt", state["log_bytes"])  # drop the lost epoch's lines
+            utils.truncate_to(run_dir / rundir.LOG, state["log_bytes"])  # drop the lost epoch's lines
     else:
         suffix = fmt.short_name(label)  # g<epoch>, g<genotype name>, g<architecture in short>
         run_dir = utils.shared_run_dir(
-            world, lambda: utils.make_run_dir(run_root, kind, args.save, f"g{suffix}"))
+            world, lambda: rundir.make(run_root, kind, args.save, f"g{suffix}"))
     utils.setup_logging(run_dir, world.is_main)
     log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device,
              world.world_size, vars(args))
     if world.is_main and not resume:
-        utils.write_json(run_dir / "args.json", vars(args))
+        utils.write_json(run_dir / rundir.ARGS, vars(args))
         try:
-            draw(fmt, genotype, run_dir / "genotype")
+            draw(fmt, genotype, run_dir / rundir.DRAWING)
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
     return run_dir
@@ -316,8 +305,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         optimizer.load_state_dict(state["optimizer"])
         utils.restore_rng(state["rng"], world, args.seed)
         done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
-        if "timer" in state:  # checkpoints from before the time accounting have none
-            timer.load_state_dict(state["timer"])
+        timer.load_state_dict(state["timer"])
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     timer.total["setup"] = timer.total.get("setup", 0.0) + time.time() - start  # run directory, network, data
     history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
@@ -331,12 +319,12 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0),
                "time_seconds": distributed.broadcast(dict(timer.total)),  # rank 0's, as in results.json
                "device": str(device),
-               "world_size": world.world_size, "checkpoint": str(run_dir / "checkpoint.pt"),
+               "world_size": world.world_size, "checkpoint": str(run_dir / rundir.CHECKPOINT),
                "run_dir": str(run_dir)}
     if world.is_main:
-        utils.write_json(run_dir / "results.json", results)
+        utils.write_json(run_dir / rundir.RESULTS, results)
     log.info("final %s; results in %s", {k: round(v, 4) for k, v in results.items()
-                                         if k.startswith(("final_", "best_valid_top1"))}, run_dir / "results.json")
+                                         if k.startswith(("final_", "best_valid_top1"))}, run_dir / rundir.RESULTS)
     return results
 
 

@@ -245,36 +245,6 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
     return genotype_from_dict(fields, spec)
 
 
-def load_from_run(base_dir: str | os.PathLike, name: int | str) -> tuple[Genotype, Path]:
-    """The genotype of epoch `name` of a search run directory (negative: counted from the last
-    epoch, -1 = the last), read from `results_of_7q/genotype/<epoch>.txt`."""
-    path = epoch_file(base_dir, name)
-    return load_genotype(path), path
-
-
-def epoch_file(base_dir: str | os.PathLike, name: int | str) -> Path:
-    """The file `results_of_7q/genotype/<epoch>.txt` of epoch `name` of a search run directory
-    (negative: counted from the last epoch, -1 = the last); GenotypeError when there is none."""
-    base = Path(base_dir)
-    if not base.is_dir():
-        raise GenotypeError(f"{base}: no such search run directory")
-    folder = base / "results_of_7q" / "genotype"
-    epochs = sorted(int(p.stem) for p in folder.glob("*.txt") if p.stem.isdigit())
-    if not epochs:
-        raise GenotypeError(f"{base}: no per-epoch genotypes in results_of_7q/genotype/ "
-                            "(is this a train_search.py run directory?)")
-    epoch = int(name)
-    if epoch < 0:
-        if -epoch > len(epochs):
-            raise GenotypeError(f"{base}: genotype name {name} reaches before the first epoch "
-                                f"(epochs {epochs[0]}..{epochs[-1]})")
-        epoch = epochs[epoch]
-    if epoch not in epochs:
-        raise GenotypeError(f"{base}: no genotype for epoch {name}; available: "
-                            f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs) or -1 for the last")
-    return folder / f"{epoch}.txt"
-
-
 def genotype_to_dict(genotype: Genotype) -> dict:
     """The JSON form: the four fields, genes as lists, concat as a list (the authors' layout)."""
     return {

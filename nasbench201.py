@@ -18,6 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import rundir
 from cli import ArgumentParser, UserError, run_cli
 from fileio import write_json
 
@@ -124,20 +125,19 @@ class Benchmark:
 def lookup_run(benchmark: Benchmark, run_dir: Path) -> dict:
     """Look up every epoch's cell of a NAS-Bench-201 search run and its final cell; add them to
     the run's results.json (when it has one) and return {"arch_str", "benchmark", "per_epoch"}."""
-    folder = run_dir / "results_of_7q" / "genotype"
-    files = sorted(folder.glob("*.txt"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
     archs = {}
-    for path in files:
+    for epoch in rundir.epochs(run_dir):
+        path = rundir.epoch_path(run_dir, "genotype", epoch)
         try:
-            archs[int(path.stem)] = json.loads(path.read_text())["arch_str"]
+            archs[epoch] = json.loads(path.read_text())["arch_str"]
         except (ValueError, KeyError, TypeError, OSError):
             raise UserError(f"{path}: not a NAS-Bench-201 architecture file (is {run_dir} a "
                             "train_search.py --search_space nb201 run?)") from None
     if not archs:
-        raise UserError(f"{run_dir}: no per-epoch architectures in results_of_7q/genotype/")
+        raise UserError(f"{run_dir}: no per-epoch architectures in {rundir.epoch_path(run_dir, 'genotype', 0).parent}")
     found = summary([{"epoch": e, "arch_str": a, **benchmark.lookup(a)} for e, a in sorted(archs.items())],
                     benchmark.path)
-    results = run_dir / "results.json"
+    results = run_dir / rundir.RESULTS
     if results.is_file():
         write_json(results, {**json.loads(results.read_text()), **found})
     return found

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+import rundir
 from cli import UserError
 from fileio import atomic_write, read_jsonl
 
@@ -47,29 +48,29 @@ def load_run(run_dir: str | Path) -> SimpleNamespace:
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"{d}: no such run directory")
-    for name in ("args.json", "search_space.json"):
+    for name in (rundir.ARGS, rundir.SEARCH_SPACE):
         if not (d / name).is_file():
             raise UserError(f"{d}: not a search run directory (no {name})")
-    args, space = _json(d / "args.json"), _json(d / "search_space.json")
-    alpha = d / "results_of_7q" / "alpha"
-    epochs = sorted(int(p.stem) for p in alpha.glob("*.txt") if p.stem.isdigit())
+    args, space = _json(d / rundir.ARGS), _json(d / rundir.SEARCH_SPACE)
+    epochs = rundir.epochs(d, "alpha")
     if not epochs:
-        raise UserError(f"{d}: no finished epoch yet ({alpha} is empty); plot again after the first epoch")
+        raise UserError(f"{d}: no finished epoch yet ({rundir.epoch_path(d, 'alpha', 0).parent} is empty); "
+                        "plot again after the first epoch")
     types = space["cell_types"]
     betas = {}
     for e in epochs:
-        fields = _json(alpha / f"{e}.txt")
+        fields = _json(rundir.epoch_path(d, "alpha", e))
         betas[e] = {t: np.array(fields[f"alphas_{t}"]) for t in types}
-    events, saliency, audit = (_jsonl(d / name) for name in ("prune_events.jsonl", "saliency.jsonl", "audit.jsonl"))
+    events, saliency, audit = (_jsonl(d / name) for name in (rundir.PRUNE_EVENTS, rundir.SALIENCY, rundir.AUDIT))
     # (runs from before saliency.jsonl: the steps per epoch guessed from the events)
     steps = saliency[0]["steps_per_epoch"] if saliency else max([e["step"] for e in events], default=0) + 1
     for r in (*events, *saliency, *audit):
         r["x"] = r["epoch"] + (r["step"] + 1) / steps  # in epochs: the event after step `step`
-    results = _json(d / "results.json") if (d / "results.json").is_file() else None
+    results = _json(d / rundir.RESULTS) if (d / rundir.RESULTS).is_file() else None
     # How people call each cell type (runs from before the space said: "<type> cell").
     labels = space.get("cell_labels") or {t: t if t.endswith("cell") else f"{t} cell" for t in types}
     return SimpleNamespace(dir=d, args=args, space=space, types=types, labels=labels, epochs=epochs, betas=betas,
-                           rows=_rows(d / "results_of_7q" / "results.csv"), events=events, saliency=saliency,
+                           rows=_rows(rundir.results_csv(d)), events=events, saliency=saliency,
                            audit=audit, results=results)
 
 
@@ -284,10 +285,10 @@ def drawings(run: SimpleNamespace, out: Path) -> dict[str, Path | str]:
     from genotypes import GenotypeError
     from visualize import GraphvizMissing, draw
 
-    found = {t: run.dir / f"genotype_{t}.png" for t in run.types}
+    found = {t: run.dir / f"{rundir.DRAWING}_{t}.png" for t in run.types}
     if run.results and all(p.is_file() for p in found.values()):
         return found
-    last = run.dir / "results_of_7q" / "genotype" / f"{run.epochs[-1]}.txt"
+    last = rundir.epoch_path(run.dir, "genotype", run.epochs[-1])
     try:
         draw(*load_architecture(last), out / "current")
     except (GraphvizMissing, GenotypeError, UserError, OSError, KeyError) as e:
@@ -354,21 +355,21 @@ def write_summary(run_dir: str | Path, out: str | Path | None = None,
     """The summary figure of a run in `formats` (into the run directory by default)."""
     run = load_run(run_dir)
     out = Path(out) if out else run.dir
-    return save(fig_summary(run, out), out / "summary", formats)
+    return save(fig_summary(run, out), out / rundir.SUMMARY, formats)
 
 
 def write_all(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Every figure of a run as PNG and PDF (into RUN_DIR/plots by default); the saliency figure
     when saliency.jsonl exists, the audit's when the search ran one."""
     run = load_run(run_dir)
-    out = Path(out) if out else run.dir / "plots"
+    out = Path(out) if out else run.dir / rundir.PLOTS
     figures = {"betas": fig_betas, "timeline": fig_timeline, "validation": fig_validation}
     if run.saliency:
         figures["saliency"] = fig_saliency
     if run.audit:
         figures["audit"] = fig_audit
     written = [p for name, make in figures.items() for p in save(make(run), out / name)]
-    return written + save(fig_summary(run, out), out / "summary")
+    return written + save(fig_summary(run, out), out / rundir.SUMMARY)
 
 
 def fig_results(rows: list[dict], dataset: str, published: dict[str, tuple[float, float]]):

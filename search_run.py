@@ -15,9 +15,10 @@ import torch.nn as nn
 import audit
 import distributed
 import nasbench201
+import rundir
 import timing
 import utils
-from audit import AUDIT_FILE, RULES
+from audit import RULES
 from data import SPLITS_WHERE, make_loader, search_data
 from fileio import read_jsonl
 from model_search import Supernet
@@ -30,24 +31,19 @@ log = utils.logger
 def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
     """Per-epoch genotype (NAS-Bench-201: architecture string) and mixing weights in the authors'
     layout, plus results.csv so far (NAS-Bench-201: with the cells and their benchmark figures)."""
-    root = run_dir / "results_of_7q"
-    model.space.save(genotype, root / "genotype" / f"{epoch}.txt")
+    model.space.save(genotype, rundir.epoch_path(run_dir, "genotype", epoch))
     betas = model.betas().detach().cpu().tolist()
-    utils.write_json(root / "alpha" / f"{epoch}.txt",
+    utils.write_json(rundir.epoch_path(run_dir, "alpha", epoch),
                      {f"alphas_{t}": b for t, b in zip(model.space.cell_types, betas)})
     extra = [k for k in rows[-1] if k not in ("epoch", "val_loss", "val_acc")]
     csv = ",".join(["epoch,val_loss,val_acc", *extra]) + "\n" + "".join(
         ",".join([f"{r['epoch']},{r['val_loss']:.6f},{r['val_acc']:.4f}", *(_cell(r.get(k)) for k in extra)]) + "\n"
         for r in rows)
-    utils.atomic_write(root / "results.csv", csv)
+    utils.atomic_write(rundir.results_csv(run_dir), csv)
 
 
 def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-# Append-only files of a search, cut back to the checkpoint's sizes on resume.
-APPENDED = ("prune_events.jsonl", "saliency.jsonl", AUDIT_FILE)
 
 
 def record_event(run: SimpleNamespace, epoch: int, step: int, saliency: torch.Tensor, decisions: list[dict],
@@ -57,24 +53,24 @@ def record_event(run: SimpleNamespace, epoch: int, step: int, saliency: torch.Te
     audit's lines), TensorBoard histograms of the live ops' saliencies, and the log."""
     run_dir, space, pruner = run.dir, run.model.space, run.pruner
     saliency = saliency.detach().cpu()
-    utils.write_json(run_dir / "results_of_7q" / "sal" / f"{epoch}.txt",
+    utils.write_json(rundir.epoch_path(run_dir, "sal", epoch),
                      dict(zip(space.cell_types, saliency.tolist())))
     steps = len(run.train_queue)
-    _append(run_dir / "saliency.jsonl", [{
+    _append(run_dir / rundir.SALIENCY, [{
         "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": steps,
         "saliency": dict(zip(space.cell_types, saliency.tolist())),
         "live": {t: m.int().tolist() for t, m in zip(space.cell_types, live)}}])
     for t, s, m in zip(space.cell_types, saliency, live):
         run.writer.add_histogram(f"saliency/{t}", s[m.cpu()], run.events)
     endpoints = space.endpoints
-    _append(run_dir / "prune_events.jsonl", [
+    _append(run_dir / rundir.PRUNE_EVENTS, [
         {"epoch": epoch, "step": step, **d, "src": endpoints[d["edge"]][0], "dst": endpoints[d["edge"]][1],
          "live_ops": pruner.live_ops()} for d in decisions])
     for d in decisions:
         log.info("prune %s edge %d (%d->%d) %s  S=%.3g%s", d["cell"], d["edge"], *endpoints[d["edge"]],
                  d["op"], d["saliency"], "" if d["loss"] is None else f"  loss={d['loss']:.4f}")
     if audited:
-        _append(run_dir / AUDIT_FILE, [{"epoch": epoch, "step": step, **r} for r in audited])
+        _append(run_dir / rundir.AUDIT, [{"epoch": epoch, "step": step, **r} for r in audited])
         for r in audited:
             log.info("audit %s: Spearman |S| vs |true change| %s; true rank of the pick among %d: %s",
                      r["cell"], ", ".join(f"{k} {r[k]['spearman_abs']:.2f}" for k in RULES), r["eligible"],
@@ -105,14 +101,14 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
 def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list, rng,
                      accumulation: dict) -> None:
     """The checkpoint of `save_state`, written atomically by rank 0."""
-    sizes = {name: (run.dir / name).stat().st_size for name in APPENDED if (run.dir / name).exists()}
-    utils.save_checkpoint(run.dir / "checkpoint.pt", {
+    sizes = {name: (run.dir / name).stat().st_size for name in rundir.APPENDED if (run.dir / name).exists()}
+    utils.save_checkpoint(run.dir / rundir.CHECKPOINT, {
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
         "compare_stream": None if run.compare_iter is run.valid_iter else run.compare_iter.state_dict(),
         "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
-        "log_bytes": (run.dir / "log.txt").stat().st_size, "elapsed": time.time() - run.clock,
+        "log_bytes": (run.dir / rundir.LOG).stat().st_size, "elapsed": time.time() - run.clock,
         "appended_bytes": sizes, "args": vars(run.args),
         "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
@@ -158,17 +154,14 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
     run.architect.optimizer.load_state_dict(state["arch_optimizer"])
     run.clock -= state["elapsed"]
     if run.world.is_main:
-        # (checkpoints from before saliency.jsonl hold the size of prune_events.jsonl alone)
-        sizes = state.get("appended_bytes", {"prune_events.jsonl": state.get("events_bytes", 0)})
-        for name in APPENDED:
-            utils.truncate_to(run.dir / name, sizes.get(name, 0))
+        for name in rundir.APPENDED:
+            utils.truncate_to(run.dir / name, state["appended_bytes"].get(name, 0))
     run.valid_iter.load_state_dict(state["valid_stream"])
-    if state.get("compare_stream") is not None:  # (a stream of its own: test-transform scoring)
+    if state["compare_stream"] is not None:  # (a stream of its own: test-transform scoring)
         run.compare_iter.load_state_dict(state["compare_stream"])
     run.events = state["events"]
-    if "timer" in state:  # checkpoints from before the time accounting have none
-        run.timer.load_state_dict(state["timer"])
-    if "sal_accumulation" in state:  # ... nor an s1 accumulation (--sal_source arch_steps)
+    run.timer.load_state_dict(state["timer"])
+    if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
         run.pruner.load_accumulation_state(state["sal_accumulation"])
     meters = [utils.AverageMeter(), utils.AverageMeter()]
     epoch, step = state["epoch"], state["step"]
@@ -197,16 +190,16 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
     state = None
     if args.resume:
         run_dir, state = utils.resume_checkpoint(args.resume)
-        check_resumable(run_dir, state, args)
+        rundir.check_resumable(run_dir / rundir.CHECKPOINT, state["args"], args)
         args.seed = state["args"]["seed"]
         if world.is_main:
-            utils.truncate_to(run_dir / "log.txt", state["log_bytes"])
+            utils.truncate_to(run_dir / rundir.LOG, state["log_bytes"])
     else:
         run_dir = utils.shared_run_dir(
-            world, lambda: utils.make_run_dir(args.out_dir, "search", args.save, f"task{args.task}"))
+            world, lambda: rundir.make(args.out_dir, rundir.SEARCH, args.save, f"task{args.task}"))
     utils.setup_logging(run_dir, world.is_main)
     if world.is_main and not args.resume:
-        utils.write_json(run_dir / "args.json", vars(args))
+        utils.write_json(run_dir / rundir.ARGS, vars(args))
     log.info("seed %d, device %s x %d processes, args = %s", args.seed, world.device, world.world_size, vars(args))
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
 
@@ -224,7 +217,7 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     parts = build(args, world, data.num_classes, memory_format)
     if world.is_main and not args.resume:
-        utils.write_json(run_dir / "search_space.json", {**parts.model.space.describe(), "recipe": recipe_values(args),
+        utils.write_json(run_dir / rundir.SEARCH_SPACE, {**parts.model.space.describe(), "recipe": recipe_values(args),
                                                          "data_split": data.split})
     log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
     if parts.model.space.has_benchmark and args.nb201_file is None:
@@ -263,7 +256,7 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
         if run.world.is_main:
             write_epoch_files(run.dir, epoch, model, genotype, rows)
             if args.save_one_shot:
-                utils.save_checkpoint(run.dir / "one_shot" / f"weights_{epoch}.pt", {"model": model.state_dict()})
+                utils.save_checkpoint(rundir.one_shot_path(run.dir, epoch), {"model": model.state_dict()})
     # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
     seconds = run.timer.lap()
     log.info("epoch %d time: %s", epoch, timing.summary(seconds))
@@ -338,42 +331,24 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
                "recipe": recipe_values(args), "data_split": run.data_split,
-               "audit": audit.summary(read_jsonl(run_dir / AUDIT_FILE)) if run.world.is_main else None}
+               "audit": audit.summary(read_jsonl(run_dir / rundir.AUDIT)) if run.world.is_main else None}
     if space.has_benchmark:  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
                        else {"arch_str": genotype, "benchmark": None})
     if run.world.is_main:
-        space.save(genotype, run_dir / "genotype.json")
+        space.save(genotype, run_dir / rundir.FINAL_ARCH)
         try:
-            draw(space.format, genotype, run_dir / "genotype")
+            draw(space.format, genotype, run_dir / rundir.DRAWING)
         except GraphvizMissing as e:
             log.warning("no drawing of the cells: %s", e)
-        utils.write_json(run_dir / "results.json", results)
+        utils.write_json(run_dir / rundir.RESULTS, results)
         if args.summary:
             with run.timer("files"):
                 write_summary(run_dir)
         if space.has_benchmark and not args.nb201_file:
             log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
-    log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / "genotype.json")
+    log.info("search done in %.1f s; genotype in %s", results["search_cost_seconds"], run_dir / rundir.FINAL_ARCH)
     return results
-
-
-# Flags that change nothing the search does (the audit only measures).
-RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file",
-                  "audit_every", "audit_batches", "summary"}
-
-
-def check_resumable(run_dir, state: dict, args) -> None:
-    """Refuse a checkpoint written under another configuration (one line naming the flag)."""
-    saved = dict(state["args"])
-    if "lr_schedule" not in saved:  # written before the per-space recipes: what those runs did
-        saved["drop_path_prob"] = 0.0  # (the flag was accepted and ignored)
-        if saved.get("sal_batch_size") is None:
-            saved["sal_batch_size"] = 32 if saved.get("sal_second") else saved.get("batch_size")
-    for key, old in saved.items():
-        if key not in RESUME_IGNORED and getattr(args, key, old) != old:
-            raise utils.UserError(f"{run_dir / 'checkpoint.pt'}: checkpoint from a different configuration "
-                                  f"(--{key} {old} there, {getattr(args, key)} now)")
 
 
 def variant_name(args) -> str:

@@ -6,6 +6,7 @@ import argparse
 
 import torch.nn as nn
 
+import rundir
 import utils
 from data import DATASETS, get_datasets
 from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check_auxiliary(args, image_size, 32)
     return run(args, NetworkCIFAR, datasets, base=args.base_dir, names=args.genotype_names,
                image_size=image_size, criterion=nn.CrossEntropyLoss(),
-               lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate), kind="eval")
+               lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate), kind=rundir.EVAL)
 
 if __name__ == "__main__":
     utils.run_cli(main)

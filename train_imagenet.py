@@ -7,6 +7,7 @@ import os
 
 import torch.nn as nn
 
+import rundir
 import utils
 from data import get_datasets
 from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     datasets = get_datasets("imagenet", args.data, image_size=args.image_size, test=not args.no_test)
     return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
                image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),
-               lr_at=lr_function(args), kind="imagenet")
+               lr_at=lr_function(args), kind=rundir.IMAGENET_EVAL)
 
 if __name__ == "__main__":
     utils.run_cli(main)

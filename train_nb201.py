@@ -8,12 +8,12 @@ import argparse
 
 import torch.nn as nn
 
+import rundir
 import utils
+from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 from data import DATASETS, get_datasets
 from engine import add_common_args, check_common_args, run
-from genotypes import epoch_file
 from model import NetworkNB201
-from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def arch_sources(args) -> list[tuple[str, str]]:
     if args.arch_str is not None:
         parse_nb201_arch(args.arch_str)
         return [(args.arch_str.strip(), args.arch_str.strip())]
-    paths = [epoch_file(args.base_dir, name) for name in args.genotype_names]
+    paths = [rundir.epoch_file(args.base_dir, name) for name in args.genotype_names]
     return [(str(path), read_arch_json(path, nb201_from_dict)) for path in paths]
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return run(args, NetworkNB201, datasets, base=args.base_dir, names=args.genotype_names,
                image_size=image_size, criterion=nn.CrossEntropyLoss(),
                lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate),
-               kind="nb201", fmt=NB201_FORMAT, sources=lambda: sources)
+               kind=rundir.NB201_EVAL, fmt=NB201_FORMAT, sources=lambda: sources)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import distributed
+import rundir
 from cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
 from fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
 
@@ -110,14 +111,6 @@ def shared_run_dir(world: distributed.World, make) -> Path:
 
 # ---------------------------------------------------------------- run directory and logging
 
-def make_run_dir(root: str, kind: str, save: str, suffix: str | None = None) -> Path:
-    """`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>[-<suffix>]`, created; the DARTS naming."""
-    name = f"{kind}-{save}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{suffix}" if suffix else "")
-    path = Path(root) / name
-    path.mkdir(parents=True, exist_ok=False)
-    return path
-
-
 def setup_logging(run_dir: Path | None, main: bool = True) -> None:
     """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log).
     Under torchrun only rank 0 (`main`) logs; the other processes report warnings only."""
@@ -127,7 +120,7 @@ def setup_logging(run_dir: Path | None, main: bool = True) -> None:
     logger.propagate = False
     handlers = [logging.StreamHandler(sys.stdout if main else sys.stderr)]
     if run_dir is not None and main:
-        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+        handlers.append(logging.FileHandler(run_dir / rundir.LOG))
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
@@ -149,7 +142,7 @@ def tensorboard_writer(run_dir: Path, main: bool = True):
         return _NoWriter()
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run_dir / "tb"))
+    return SummaryWriter(log_dir=str(run_dir / rundir.TB))
 
 
 # ---------------------------------------------------------------- metrics
@@ -309,13 +302,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def resume_checkpoint(path: str | Path) -> tuple[Path, dict]:
-    """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise UserError(f"{path}: nothing to resume (no such checkpoint)")
-    return path.parent, load_checkpoint(path)
+    """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file;
+    a checkpoint of an earlier version comes completed by `rundir.legacy_state`."""
+    path = rundir.checkpoint_of(path)
+    return path.parent, rundir.legacy_state(load_checkpoint(path))
 
 
 def truncate_to(path: Path, size: int) -> None:
@@ -367,14 +357,14 @@ def genotype_sources(base_dir: str | None, names: list, arch: str | None,
     """[(source label, genotype)] from `--arch`, `--genotype` or `--base_dir` + epoch names,
     checked against `--no_restrict` (a restricted genotype cannot be trained as unrestricted;
     an unrestricted one is recognised by its 3-element genes without the flag)."""
-    from genotypes import is_restricted, load_from_run, load_genotype
+    from genotypes import is_restricted, load_genotype
 
     given = [x is not None for x in (base_dir, arch, genotype_path)]
     if sum(given) != 1:
         raise UserError("give exactly one genotype source: --base_dir, --arch or --genotype")
     if base_dir is not None:
         sources = [(str(path), genotype) for genotype, path in
-                   (load_from_run(base_dir, name) for name in names)]
+                   (rundir.load_genotype_of(base_dir, name) for name in names)]
     else:
         spec = arch if arch is not None else genotype_path
         sources = [(spec, load_genotype(spec))]

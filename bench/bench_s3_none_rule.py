@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import rundir  # noqa: E402
 # 4 events per epoch: 3-node cells (9 edges x 3 ops = 27 -> 6 live ops per cell) take 21 events,
 # 4-node cells (42 -> 8) 34.
 TINY = ["--search_space", "s3", "--dataset", "digits", "--subset", "128", "--batch_size", "16",
@@ -41,10 +43,10 @@ def search(method: str, seed: int, rule: str, out: Path, steps: int) -> dict:
                     "--steps", str(steps), "--epochs", str(epochs),
                     "--none_rule", rule, "--out_dir", str(out)], cwd=ROOT, check=True, capture_output=True)
     (run,) = out.iterdir()
-    events = [(e["cell"], e["edge"], e["op"]) for e in map(json.loads, (run / "prune_events.jsonl").open())]
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    events = [(e["cell"], e["edge"], e["op"]) for e in map(json.loads, (run / rundir.PRUNE_EVENTS).open())]
+    state = torch.load(run / rundir.CHECKPOINT, map_location="cpu", weights_only=False)["model"]
     none_live = sum(int(state[f"keep_{t}"][:, 0].sum()) for t in ("normal", "reduce"))  # column 0: none
-    return {"events": events, "genotype": json.loads((run / "genotype.json").read_text()), "none_live": none_live}
+    return {"events": events, "genotype": json.loads((run / rundir.FINAL_ARCH).read_text()), "none_live": none_live}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 
@@ -80,12 +81,12 @@ def accuracy(seeds: list[int], extra: list[str]) -> None:
                 cmd = [sys.executable, "train_search.py", *ACCURACY_SEARCH, *extra, "--sal_source", source,
                        "--seed", str(seed), "--out_dir", out, "--save", save]
                 subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-                (search,) = Path(out).glob(f"search-{save}-*")
+                (search,) = rundir.find(out, rundir.SEARCH, save)
                 subprocess.run([sys.executable, "train.py", "--base_dir", str(search), *RETRAIN, "--seed", str(seed)],
                                cwd=ROOT, check=True, capture_output=True)
-                (evaluation,) = search.glob("eval-*")
-                top1 = json.loads((evaluation / "results.json").read_text())["final_test_top1"]
-                genotype = json.loads((search / "results.json").read_text())["genotype"]
+                (evaluation,) = rundir.find(search, rundir.EVAL)
+                top1 = json.loads((evaluation / rundir.RESULTS).read_text())["final_test_top1"]
+                genotype = json.loads((search / rundir.RESULTS).read_text())["genotype"]
                 found[source].append(top1)
                 print(f"seed {seed} --sal_source {source:10s}: test {top1:.2f}%  normal {genotype['normal']}",
                       flush=True)

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import distributed  # noqa: E402
+import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
@@ -64,21 +65,21 @@ def reduced_search(method: str, seed: int, out: str) -> tuple[dict, Path]:
     """Run the reduced search of `method` (or reuse a finished one in `out`); its results and run
     directory."""
     save = f"{method.replace('+', '-')}-seed{seed}"
-    for run_dir in sorted(Path(out).glob(f"search-{save}-*")):
-        if (run_dir / "results.json").is_file():
-            return json.loads((run_dir / "results.json").read_text()), run_dir
+    for run_dir in rundir.find(out, rundir.SEARCH, save):
+        if (run_dir / rundir.RESULTS).is_file():
+            return json.loads((run_dir / rundir.RESULTS).read_text()), run_dir
     cmd = [sys.executable, "train_search.py", *REDUCED_ARGS, *METHODS[method][1], "--seed", str(seed),
            "--out_dir", str(Path(out).resolve()), "--save", save]
     print(f"reduced search: {' '.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # its log is in its run directory
-    (run_dir,) = Path(out).glob(f"search-{save}-*")
-    return json.loads((run_dir / "results.json").read_text()), run_dir
+    (run_dir,) = rundir.find(out, rundir.SEARCH, save)
+    return json.loads((run_dir / rundir.RESULTS).read_text()), run_dir
 
 
 def trajectory(run_dir: Path) -> list[list[dict]]:
     """The decisions of each prune event of a search, in order (one per cell type)."""
     events: dict[tuple, list] = {}
-    for line in (run_dir / "prune_events.jsonl").read_text().splitlines():
+    for line in (run_dir / rundir.PRUNE_EVENTS).read_text().splitlines():
         d = json.loads(line)
         events.setdefault((d["epoch"], d["step"]), []).append(d)
     return list(events.values())

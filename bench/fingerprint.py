@@ -24,6 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rundir  # noqa: E402  (this checkout's names read the runs of any checkout: they do not change)
+
 TINY = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4", "--layers", "3",
         "--epochs", "10", "--warmup", "1", "--prune_interval", "1", "--report_freq", "100", "--seed", "11",
         "--deterministic", "--no_summary"]
@@ -57,8 +60,8 @@ def sha(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def epoch_files(folder: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(folder.glob("*.txt"), key=lambda p: int(p.stem)))
+def epoch_files(run_dir: Path, kind: str) -> bytes:
+    return b"".join(rundir.epoch_path(run_dir, kind, e).read_bytes() for e in rundir.epochs(run_dir, kind))
 
 
 def weights(checkpoint: Path) -> str:
@@ -70,17 +73,16 @@ def weights(checkpoint: Path) -> str:
 
 def fingerprint(run_dir: Path) -> dict:
     """SHA-1s of a finished search's prune history, per-epoch files and final state_dict."""
-    root = run_dir / "results_of_7q"
-    return {"prune_events": sha((run_dir / "prune_events.jsonl").read_bytes()),
-            "genotypes": sha(epoch_files(root / "genotype")),
-            "genotype_files": len(list((root / "genotype").glob("*.txt"))),
-            "alphas": sha(epoch_files(root / "alpha")), "saliency_files": sha(epoch_files(root / "sal")),
-            "results_csv": sha((root / "results.csv").read_bytes()), "weights": weights(run_dir / "checkpoint.pt")}
+    return {"prune_events": sha((run_dir / rundir.PRUNE_EVENTS).read_bytes()),
+            "genotypes": sha(epoch_files(run_dir, "genotype")), "genotype_files": len(rundir.epochs(run_dir)),
+            "alphas": sha(epoch_files(run_dir, "alpha")), "saliency_files": sha(epoch_files(run_dir, "sal")),
+            "results_csv": sha(rundir.results_csv(run_dir).read_bytes()),
+            "weights": weights(run_dir / rundir.CHECKPOINT)}
 
 
 def retrain_fingerprint(eval_dir: Path) -> dict:
-    results = json.loads((eval_dir / "results.json").read_text())
-    return {"weights": weights(eval_dir / "checkpoint.pt"), "final_test_top1": results["final_test_top1"]}
+    results = json.loads((eval_dir / rundir.RESULTS).read_text())
+    return {"weights": weights(eval_dir / rundir.CHECKPOINT), "final_test_top1": results["final_test_top1"]}
 
 
 def run_all(repo: Path, only: list[str]) -> dict:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import distributed  # noqa: E402
+import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
@@ -148,11 +149,11 @@ def digits(device, quick: bool, skipped: list) -> dict:
         run_script("train_search.py", *(TINY_SEARCH if quick else DIGITS_SEARCH), "--report_freq", "1000",
                    "--out_dir", out)
         (search,) = Path(out).iterdir()
-        found = json.loads((search / "results.json").read_text())
+        found = json.loads((search / rundir.RESULTS).read_text())
         searched = time.perf_counter() - start
         run_script("train.py", "--base_dir", search, *(TINY_TRAIN if quick else RETRAIN))
-        (evaluation,) = search.glob("eval-*")
-        trained = json.loads((evaluation / "results.json").read_text())
+        (evaluation,) = rundir.find(search, rundir.EVAL)
+        trained = json.loads((evaluation / rundir.RESULTS).read_text())
     return {"search_seconds": searched, "train_seconds": time.perf_counter() - start - searched,
             "device": found["device"], "pruning_finished": found["pruning_finished"],
             "genotype": found["genotype"], "test_top1": trained["final_test_top1"]}

@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from rundir import results_files, search_of_epoch_file  # noqa: E402
 from fileio import atomic_write  # noqa: E402
 from nasbench201 import METRICS  # noqa: E402
 
@@ -79,7 +80,7 @@ def scan(roots: list[Path]) -> tuple[dict[Path, dict], list[tuple[Path, dict]]]:
     """({search run dir: results}, [(evaluation run dir, results)]) from every results.json under `roots`."""
     searches, evals, seen = {}, [], set()
     for root in roots:
-        for path in sorted(root.rglob("results.json")):
+        for path in results_files(root):
             run_dir = path.parent.resolve()
             if run_dir in seen:  # roots that overlap
                 continue
@@ -99,17 +100,9 @@ def scan(roots: list[Path]) -> tuple[dict[Path, dict], list[tuple[Path, dict]]]:
     return searches, evals
 
 
-def _genotype_run(source: Path) -> Path | None:
-    """The search run directory of a `<run>/results_of_7q/genotype/<epoch>.txt` path, else None."""
-    parents = source.parents
-    if len(parents) >= 3 and (parents[1].name, parents[0].name) == ("results_of_7q", "genotype"):
-        return parents[2] if parents[2].name else None
-    return None
-
-
 def find_search(run_dir: Path, data: dict, searches: dict[Path, dict]) -> Path | None:
     """The scanned search run an evaluation trained a genotype of (see the module docstring), or None."""
-    search = _genotype_run(Path(str(data.get("genotype_source", ""))))
+    search = search_of_epoch_file(Path(str(data.get("genotype_source", ""))))
     if search is not None:
         resolved = (Path.cwd() / search).resolve()
         if resolved in searches:
@@ -122,7 +115,7 @@ def find_search(run_dir: Path, data: dict, searches: dict[Path, dict]) -> Path |
 
 def unlinked_variant(source: str) -> str:
     """The row name of an evaluation without a scanned search: its genotype's name or file stem."""
-    search = _genotype_run(Path(source))
+    search = search_of_epoch_file(Path(source))
     return search.name if search is not None else (Path(source).stem or source or "unknown")
 
 

@@ -14,16 +14,20 @@ every round.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import train  # noqa: E402
+import rundir  # noqa: E402
 import utils  # noqa: E402
-from genotypes import load_from_run  # noqa: E402
+from cli import ArgumentParser, UserError  # noqa: E402
+from fileio import write_json  # noqa: E402
 
 log = utils.logger
 # Flags this script sets on every retrain; --train_args may not give them.
@@ -34,7 +38,7 @@ RECORDED = ("name", "run", "epoch", "valid_top1", "valid_loss", "retrain_dir")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
-    p = utils.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="search run directories (made by train_search.py)")
     p.add_argument("--genotype_names", type=int, nargs="+", default=[-1],
                    help="epochs of each run to consider (negative counts from the last)")
@@ -57,7 +61,7 @@ def candidates(runs: list[str], names: list[int]) -> list[dict]:
     found, seen = [], set()
     for run in runs:
         for name in names:
-            genotype, path = load_from_run(run, name)
+            genotype, path = rundir.load_genotype_of(run, name)
             if repr(genotype) not in seen:
                 seen.add(repr(genotype))
                 found.append({"name": f"c{len(found)}", "run": str(run), "epoch": int(Path(path).stem),
@@ -66,13 +70,20 @@ def candidates(runs: list[str], names: list[int]) -> list[dict]:
 
 
 def retrain(candidate: dict, epochs: int, args: argparse.Namespace, out_dir: Path) -> dict:
-    """Train one candidate for `epochs` with train.py on the held-out split; its results.json."""
+    """Train one candidate for `epochs` with train.py (a process of its own, in this folder) on
+    the held-out split; the results.json of the run directory it made."""
     argv = ["--save", candidate["name"], "--base_dir", candidate["run"],
             "--genotype_names", str(candidate["epoch"]),
             "--epochs", str(epochs), "--val_portion", str(args.val_portion), "--no_test",
             "--seed", str(args.seed), "--out_dir", str(out_dir), *shlex.split(args.train_args)]
-    (results,) = train.main(argv)
-    return results
+    pattern = f"{rundir.EVAL}-{candidate['name']}-*"  # (a rerun finds the runs of the last one here)
+    before = set(out_dir.glob(pattern))
+    code = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv]).returncode
+    made = [d for d in out_dir.glob(pattern) if d not in before and (d / rundir.RESULTS).is_file()]
+    if code or len(made) != 1:
+        raise UserError(f"train.py failed on {candidate['name']} ({candidate['run']}, epoch "
+                        f"{candidate['epoch']}) with exit code {code}: {shlex.join(argv)}")
+    return json.loads((made[0] / rundir.RESULTS).read_text())
 
 
 def successive_halving(pool: list[dict], args: argparse.Namespace) -> tuple[dict, list[dict]]:
@@ -85,7 +96,6 @@ def successive_halving(pool: list[dict], args: argparse.Namespace) -> tuple[dict
             c["retrain_dir"] = results["run_dir"]
         pool = sorted(pool, key=lambda c: (-c["valid_top1"], c["valid_loss"]))  # stable: ties keep order
         rounds.append({"epochs": budget, "ranking": [{key: c[key] for key in RECORDED} for c in pool]})
-        utils.setup_logging(None)  # train.main logged to its run directory
         log.info("round %d (%d epochs): %s", k, budget,
                  ", ".join(f"{Path(c['run']).name}@{c['epoch']}: {c['valid_top1']:.2f}%" for c in pool))
         keep = args.keep[k] if args.keep and k < len(args.keep) else math.ceil(len(pool) / args.eta)
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "valid_top1": best["valid_top1"], "val_portion": args.val_portion, "rounds": rounds,
                  "train_imagenet": f"--base_path {best['run']} --genotype_name {best['epoch']}",
                  "train": f"--base_dir {best['run']} --genotype_names {best['epoch']}"}
-    utils.write_json(Path(args.out_dir) / "selection.json", selection)
+    write_json(Path(args.out_dir) / "selection.json", selection)
     log.info("selected %s, epoch %d (validation top-1 %.2f%%); written to %s", best["run"], best["epoch"],
              best["valid_top1"], Path(args.out_dir) / "selection.json")
     print(f"python train_imagenet.py --mode train --auxiliary {selection['train_imagenet']}")

@@ -1,0 +1,148 @@
+"""Run directories, the contract between the scripts: the one module that names their files, lays
+them out, makes them, finds them again and decides whether a checkpoint may be resumed.
+
+A search writes `<out_dir>/search-<save>-<YYYYmmdd-HHMMSS>-task<k>/`, a training run
+`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>-g<name>/` (kind `eval`, or `nb201` for train_nb201.py).
+Every other module asks this one for a path; none spells a file name of a run directory.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cli import UserError
+from genotypes import Genotype, GenotypeError, load_genotype
+
+# Every run directory.
+ARGS, LOG, TB, CHECKPOINT, RESULTS = "args.json", "log.txt", "tb", "checkpoint.pt", "results.json"
+DRAWING = "genotype"  # the cells' drawings: genotype_<cell type>.pdf / .png
+# A search's own files.
+SEARCH_SPACE, FINAL_ARCH = "search_space.json", "genotype.json"
+PRUNE_EVENTS, SALIENCY, AUDIT = "prune_events.jsonl", "saliency.jsonl", "audit.jsonl"
+APPENDED = (PRUNE_EVENTS, SALIENCY, AUDIT)  # append-only: cut back to the checkpoint's sizes on resume
+SUMMARY, PLOTS, ONE_SHOT = "summary", "plots", "one_shot"
+# The authors' per-epoch layout: results_of_7q/{genotype,alpha,sal}/<epoch>.txt and results.csv.
+EPOCHS, RESULTS_CSV = "results_of_7q", "results.csv"
+# The kinds of run directory: train_search.py, train.py, train_imagenet.py, train_nb201.py.
+SEARCH, EVAL, IMAGENET_EVAL, NB201_EVAL = "search", "eval", "imagenet", "nb201"
+
+# Flags that change nothing a resumed run computes: where things are, how much is logged, and
+# what only measures. Every other flag must be as the checkpoint's run had it.
+RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file",
+                  "audit_every", "audit_batches", "summary", "mode", "model_path"}
+
+
+def make(root: str | Path, kind: str, save: str, suffix: str | None = None) -> Path:
+    """`<root>/<kind>-<save>-<YYYYmmdd-HHMMSS>[-<suffix>]`, created; the DARTS naming."""
+    name = f"{kind}-{save}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{suffix}" if suffix else "")
+    path = Path(root) / name
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def find(root: str | Path, kind: str, save: str = "*", suffix: str = "*") -> list[Path]:
+    """The run directories of `kind` (and experiment name `save`, name suffix `suffix`: glob
+    patterns) directly under `root`, oldest first."""
+    found = (p for p in Path(root).glob(f"{kind}-{save}-????????-??????-{suffix}") if p.is_dir())
+    return sorted(found, key=lambda p: (re.search(r"-(\d{8}-\d{6})-", p.name).group(1), p.name))
+
+
+# ---------------------------------------------------------------- the per-epoch files of a search
+
+def epoch_path(run_dir: str | Path, kind: str, epoch: int) -> Path:
+    """`results_of_7q/<kind>/<epoch>.txt`: kind `genotype` (the architecture), `alpha` (the
+    mixing weights) or `sal` (the saliency of the epoch's last prune event)."""
+    return Path(run_dir) / EPOCHS / kind / f"{epoch}.txt"
+
+
+def epochs(run_dir: str | Path, kind: str = "genotype") -> list[int]:
+    """The epochs that have a `kind` file, in order."""
+    return sorted(int(p.stem) for p in (Path(run_dir) / EPOCHS / kind).glob("*.txt") if p.stem.isdigit())
+
+
+def one_shot_path(run_dir: str | Path, epoch: int) -> Path:
+    """The supernet of epoch `epoch` (--save_one_shot)."""
+    return Path(run_dir) / ONE_SHOT / f"weights_{epoch}.pt"
+
+
+def results_csv(run_dir: str | Path) -> Path:
+    """The search's `epoch,val_loss,val_acc,...` table."""
+    return Path(run_dir) / EPOCHS / RESULTS_CSV
+
+
+def epoch_file(base_dir: str | Path, name: int | str) -> Path:
+    """The architecture file of epoch `name` of a search run directory (negative: counted from
+    the last epoch, -1 = the last); GenotypeError when there is none."""
+    base = Path(base_dir)
+    if not base.is_dir():
+        raise GenotypeError(f"{base}: no such search run directory")
+    found = epochs(base)
+    if not found:
+        raise GenotypeError(f"{base}: no per-epoch genotypes in {EPOCHS}/genotype/ "
+                            "(is this a train_search.py run directory?)")
+    epoch = int(name)
+    if epoch < 0:
+        if -epoch > len(found):
+            raise GenotypeError(f"{base}: genotype name {name} reaches before the first epoch "
+                                f"(epochs {found[0]}..{found[-1]})")
+        epoch = found[epoch]
+    if epoch not in found:
+        raise GenotypeError(f"{base}: no genotype for epoch {name}; available: "
+                            f"{found[0]}..{found[-1]} ({len(found)} epochs) or -1 for the last")
+    return epoch_path(base, "genotype", epoch)
+
+
+def load_genotype_of(base_dir: str | Path, name: int | str) -> tuple[Genotype, Path]:
+    """The DARTS genotype of epoch `name` of a search run directory, and its file."""
+    path = epoch_file(base_dir, name)
+    return load_genotype(path), path
+
+
+def search_of_epoch_file(path: str | Path) -> Path | None:
+    """The search run directory of a `<run>/results_of_7q/genotype/<epoch>.txt` path, else None."""
+    parents = Path(path).parents
+    if len(parents) >= 3 and (parents[1].name, parents[0].name) == (EPOCHS, "genotype"):
+        return parents[2] if parents[2].name else None
+    return None
+
+
+def results_files(root: str | Path) -> Iterator[Path]:
+    """Every run's results.json under `root`, in order."""
+    return iter(sorted(Path(root).rglob(RESULTS)))
+
+
+# ---------------------------------------------------------------- resuming
+
+def checkpoint_of(path: str | Path) -> Path:
+    """The checkpoint `--resume` names: the file itself, or the one in a run directory."""
+    path = Path(path)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"{path}: nothing to resume (no such checkpoint)")
+    return path
+
+
+def check_resumable(checkpoint: Path, saved: dict, args) -> None:
+    """The one resume policy: every flag the checkpoint's run was given, but those in
+    RESUME_IGNORED, must be the same now; otherwise one line naming the flag."""
+    for key, old in saved.items():
+        if key not in RESUME_IGNORED and getattr(args, key, old) != old:
+            raise UserError(f"{checkpoint}: checkpoint from a different configuration "
+                            f"(--{key} {old} there, {getattr(args, key)} now)")
+
+
+def legacy_state(state: dict) -> dict:
+    """A checkpoint written by an earlier version, completed with what that version did: no time
+    accounting, the prune history as the only append-only file (its size under an older name),
+    no s1 accumulation, no comparison stream of its own, and a search's flags as they acted."""
+    state.setdefault("timer", {"total": {}, "mark": {}})
+    state.setdefault("appended_bytes", {PRUNE_EVENTS: state.get("events_bytes", 0)})
+    state.setdefault("sal_accumulation", None)
+    state.setdefault("compare_stream", None)
+    saved = state.get("args", {})
+    if "sal_second" in saved and "lr_schedule" not in saved:  # a search from before the recipes
+        state["args"] = {**saved, "drop_path_prob": 0.0,  # (accepted and ignored then)
+                         "sal_batch_size": saved.get("sal_batch_size") or (32 if saved["sal_second"] else saved["batch_size"])}
+    return state
