@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -247,6 +248,31 @@ def compare_candidates(model: Supernet, cell: int, candidates: list[int],
         losses.append((total[0] / total[1].clamp(min=1)).item())
     model.train()
     return losses
+
+
+@dataclass(frozen=True)
+class PruneSchedule:
+    """When prune events fall (the authors' schedule): after `warmup` epochs without pruning, at
+    every `interval`-th of an epoch's `steps` weight steps (half an epoch by default: two events
+    per epoch), until the pruner has finished."""
+    warmup: int
+    interval: int
+    steps: int
+    epochs: int
+
+    def point(self, step: int) -> bool:
+        """Whether the end of weight step `step` is a point of the schedule (an event when due)."""
+        return (step + 1) % self.interval == 0
+
+    def due(self, epoch: int, step: int) -> bool:
+        """Whether an event is due after weight step `step` of `epoch` (if pruning goes on)."""
+        return epoch >= self.warmup and self.point(step)
+
+    def points_left(self, epoch: int, step: int, needed: int) -> tuple[int, int]:
+        """Of the `needed` events, how many fall in the rest of `epoch` after `step`, and after it."""
+        per_epoch = self.steps // self.interval
+        in_epoch = min(needed, per_epoch - (step + 1) // self.interval if epoch >= self.warmup else 0)
+        return in_epoch, min(needed - in_epoch, per_epoch * (self.epochs - max(epoch + 1, self.warmup)))
 
 
 class Pruner:

@@ -3,11 +3,13 @@ epoch and prune event, TensorBoard, checkpoints and exact resume, progress with 
 final results. The algorithm itself (search step, prune event, schedule) is `train_search.py`."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from types import SimpleNamespace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -21,11 +23,52 @@ import utils
 from audit import RULES
 from data import SPLITS_WHERE, make_loader, search_data
 from fileio import read_jsonl
+from architect import Architect
 from model_search import Supernet
+from saliency import Pruner, PruneSchedule
 from search_spaces import recipe_values
 from visualize import GraphvizMissing, draw
 
 log = utils.logger
+
+
+def fresh_meters() -> list[utils.AverageMeter]:
+    """The training loss and top-1 meters of an epoch."""
+    return [utils.AverageMeter(), utils.AverageMeter()]
+
+
+@dataclass
+class SearchParts:
+    """What `train_search.build` makes: the supernet and everything that updates it."""
+    args: argparse.Namespace
+    model: Supernet
+    ddp: torch.nn.Module  # the model, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer  # the weights'
+    architect: Architect
+    pruner: Pruner
+    timer: timing.PhaseTimer
+
+
+@dataclass
+class Search(SearchParts):
+    """A search in progress: its parts, run directory, data and where it stands."""
+    world: distributed.World
+    dir: Path
+    train_queue: torch.utils.data.DataLoader  # the weight steps' batches
+    valid_iter: utils.Stream  # the architecture steps' batches, endless
+    compare_iter: utils.Stream  # s1r's comparison batches (valid_iter itself when they share images)
+    sal_queue: torch.utils.data.DataLoader  # the saliency passes' batches
+    valid_eval: torch.utils.data.DataLoader  # the end-of-epoch validation, unshuffled
+    schedule: PruneSchedule
+    data_split: str
+    writer: object  # TensorBoard (a no-op on ranks > 0)
+    benchmark: object | None  # the NAS-Bench-201 look-up (rank 0, with --nb201_file)
+    state: dict | None  # the checkpoint being resumed
+    clock: float  # when the search started (earlier on resume: its elapsed time counts)
+    events: int = 0  # prune events so far
+    batches: Iterator | None = None  # the rest of the current epoch's weight batches
+    meters: list = field(default_factory=fresh_meters)  # the current epoch's training meters
+    rows: list[dict] = field(default_factory=list)  # one per finished epoch: validation (and benchmark)
 
 
 def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
@@ -46,7 +89,7 @@ def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def record_event(run: SimpleNamespace, epoch: int, step: int, saliency: torch.Tensor, decisions: list[dict],
+def record_event(run: Search, epoch: int, step: int, saliency: torch.Tensor, decisions: list[dict],
                  live: list[torch.Tensor], audited: list[dict] | None) -> None:
     """The event's files (its saliency file in the authors' layout, its lines in
     prune_events.jsonl, every op's saliency and the live ops before it in saliency.jsonl, the
@@ -84,7 +127,7 @@ def _append(path, records: list[dict]) -> None:
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list) -> None:
+def save_state(run: Search, epoch: int, step: int | None) -> None:
     """Checkpoint everything an exact resume needs, atomically; `step` None = epoch complete.
 
     Besides weights, alphas, masks and optimizers: the position in the data (the orders
@@ -95,11 +138,10 @@ def save_state(run: SimpleNamespace, epoch: int, step: int | None, meters: list,
         # Collectives: every process takes part, rank 0 writes.
         rng, accumulation = utils.rng_states(), run.pruner.accumulation_state()
         if run.world.is_main:
-            write_checkpoint(run, epoch, step, meters, rows, rng, accumulation)
+            write_checkpoint(run, epoch, step, rng, accumulation)
 
 
-def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters: list, rows: list, rng,
-                     accumulation: dict) -> None:
+def write_checkpoint(run: Search, epoch: int, step: int | None, rng, accumulation: dict) -> None:
     """The checkpoint of `save_state`, written atomically by rank 0."""
     sizes = {name: (run.dir / name).stat().st_size for name in rundir.APPENDED if (run.dir / name).exists()}
     utils.save_checkpoint(run.dir / rundir.CHECKPOINT, {
@@ -107,26 +149,20 @@ def write_checkpoint(run: SimpleNamespace, epoch: int, step: int | None, meters:
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
         "compare_stream": None if run.compare_iter is run.valid_iter else run.compare_iter.state_dict(),
-        "meters": [(m.sum, m.count) for m in meters], "rows": rows, "world_size": run.world.world_size,
+        "meters": [(m.sum, m.count) for m in run.meters], "rows": run.rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / rundir.LOG).stat().st_size, "elapsed": time.time() - run.clock,
         "appended_bytes": sizes, "args": vars(run.args),
         "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
 
 
-def prune_interval(run: SimpleNamespace) -> int:
-    """Weight steps between prune events: half an epoch (two events per epoch) by default."""
-    return run.args.prune_interval or max(len(run.train_queue) // 2, 1)
-
-
-def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate: timing.Rate, rows: list) -> str:
+def progress(run: Search, epoch: int, step: int, first_step: int, rate: timing.Rate) -> str:
     """Images per second, and the ETAs of the epoch and of the search at the current rates
     (prune events still due included: at their mean time so far, or before the first one, at
     about one step per saliency batch, marked ~)."""
-    args, steps, interval, timer = run.args, len(run.train_queue), prune_interval(run), run.timer
+    args, steps, timer, rows = run.args, run.schedule.steps, run.timer, run.rows
     step_seconds = rate.step_seconds(step + 1 - first_step)
     needed = run.pruner.events_left()  # the schedule's points still to come, where events are due:
-    in_epoch = min(needed, steps // interval - (step + 1) // interval if epoch >= args.warmup else 0)
-    after = min(needed - in_epoch, steps // interval * (args.epochs - max(epoch + 1, args.warmup)))
+    in_epoch, after = run.schedule.points_left(epoch, step, needed)
     spent = sum(timer.total.get(k, 0.0) for k in ("saliency", "compare", "audit"))
     event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
     validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3
@@ -139,7 +175,7 @@ def progress(run: SimpleNamespace, epoch: int, step: int, first_step: int, rate:
             f"search ETA {guess}{timing.duration(search_left)}")
 
 
-def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
+def start_epoch(run: Search, epoch: int, skip: int = 0) -> None:
     """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
     run.train_queue.sampler.set_epoch(epoch)
     run.batches = iter(run.train_queue)
@@ -147,8 +183,8 @@ def start_epoch(run: SimpleNamespace, epoch: int, skip: int = 0) -> None:
         next(run.batches)
 
 
-def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
-    """Restore a checkpoint into `run`; return (epoch, first step, meters, rows) to go on from."""
+def resume(run: Search, state: dict) -> tuple[int, int]:
+    """Restore a checkpoint into `run`; return (epoch, first step) to go on from."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.architect.optimizer.load_state_dict(state["arch_optimizer"])
@@ -163,22 +199,22 @@ def resume(run: SimpleNamespace, state: dict) -> tuple[int, int, list, list]:
     run.timer.load_state_dict(state["timer"])
     if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
         run.pruner.load_accumulation_state(state["sal_accumulation"])
-    meters = [utils.AverageMeter(), utils.AverageMeter()]
+    run.rows = state["rows"]
     epoch, step = state["epoch"], state["step"]
     if step is None:
         epoch, first = epoch + 1, 0
     else:
         first = step + 1
-        for meter, (total, count) in zip(meters, state["meters"]):
+        for meter, (total, count) in zip(run.meters, state["meters"]):
             meter.sum, meter.count = total, count
     if first:
         start_epoch(run, epoch, skip=first)
     utils.restore_rng(state["rng"], run.world, run.args.seed)  # last: skipping batches drew randomness
     log.info("resuming %s at epoch %d, step %d", run.dir, epoch, first)
-    return epoch, first, meters, state["rows"]
+    return epoch, first
 
 
-def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
+def setup(args, world: distributed.World, build: Callable) -> Search:
     """The run directory (new or resumed), data, and the supernet, optimizers and pruner that
     `build` makes (train_search.build), and the NAS-Bench-201 benchmark, read by rank 0 only:
     it is large."""
@@ -229,14 +265,17 @@ def setup(args, world: distributed.World, build: Callable) -> SimpleNamespace:
     # s1r draws its comparison batches from the architecture stream when it scores on the same
     # images (the DARTS-space code), from a stream of its own over the scoring set otherwise.
     compare_iter = valid_iter if data.scoring is data.arch else utils.Stream(loader(data.scoring, batch_size, 3))
-    return SimpleNamespace(
-        **vars(parts), dir=run_dir, world=world, train_queue=loader(data.weights, batch_size, 0),
-        valid_iter=valid_iter, compare_iter=compare_iter, sal_queue=loader(data.scoring, sal_bs, 2),
-        valid_eval=loader(data.scoring, batch_size, 0, shuffle=False), data_split=data.split, events=0,
-        writer=writer, state=state, benchmark=benchmark, clock=time.time())
+    train_queue = loader(data.weights, batch_size, 0)
+    schedule = PruneSchedule(args.warmup, args.prune_interval or max(len(train_queue) // 2, 1), len(train_queue),
+                             args.epochs)
+    return Search(
+        **{f.name: getattr(parts, f.name) for f in fields(SearchParts)}, world=world, dir=run_dir,
+        train_queue=train_queue, valid_iter=valid_iter, compare_iter=compare_iter,
+        sal_queue=loader(data.scoring, sal_bs, 2), valid_eval=loader(data.scoring, batch_size, 0, shuffle=False),
+        schedule=schedule, data_split=data.split, writer=writer, benchmark=benchmark, state=state, clock=time.time())
 
 
-def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: list, rows: list):
+def end_epoch(run: Search, epoch: int, lr: float, train: dict):
     """Validate the supernet, derive the genotype, write the epoch's files, time accounting and
     checkpoint."""
     args, model, pruner, timer = run.args, run.model, run.pruner, run.timer
@@ -252,9 +291,9 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
             row["arch_str"] = genotype
             if args.nb201_file:
                 row.update(distributed.on_main(lambda: run.benchmark.lookup(genotype)) or {})
-        rows.append(row)
+        run.rows.append(row)
         if run.world.is_main:
-            write_epoch_files(run.dir, epoch, model, genotype, rows)
+            write_epoch_files(run.dir, epoch, model, genotype, run.rows)
             if args.save_one_shot:
                 utils.save_checkpoint(rundir.one_shot_path(run.dir, epoch), {"model": model.state_dict()})
     # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
@@ -262,11 +301,11 @@ def end_epoch(run: SimpleNamespace, epoch: int, lr: float, train: dict, meters: 
     log.info("epoch %d time: %s", epoch, timing.summary(seconds))
     with timer("files"):
         write_scalars(run, epoch, lr, train, valid, row, seconds)
-    save_state(run, epoch, None, meters, rows)
+    save_state(run, epoch, None)
     return genotype, valid
 
 
-def write_scalars(run: SimpleNamespace, epoch: int, lr: float, train: dict, valid: dict, row: dict,
+def write_scalars(run: Search, epoch: int, lr: float, train: dict, valid: dict, row: dict,
                   seconds: dict) -> None:
     """The epoch's TensorBoard scalars (rank 0)."""
     model, pruner = run.model, run.pruner
@@ -304,7 +343,7 @@ def write_summary(run_dir) -> None:
                     type(e).__name__, e, run_dir)
 
 
-def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
+def check_ranks_agree(run: Search, genotype) -> None:
     """Under torchrun, prove that every process ends with the same alphas, masks and genotype."""
     model = run.model
     digest = hashlib.sha1(repr(genotype).encode())
@@ -315,7 +354,7 @@ def check_ranks_agree(run: SimpleNamespace, genotype) -> None:
         raise utils.UserError(f"the {len(digests)} processes ended with different architectures: {digests}")
 
 
-def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dict:
+def finish(run: Search, genotype, valid: dict) -> dict:
     """The final genotype, its drawing and results.json."""
     args, run_dir, pruner = run.args, run.dir, run.pruner
     with run.timer("files"):
@@ -333,7 +372,7 @@ def finish(run: SimpleNamespace, genotype, valid: dict, rows: list[dict]) -> dic
                "recipe": recipe_values(args), "data_split": run.data_split,
                "audit": audit.summary(read_jsonl(run_dir / rundir.AUDIT)) if run.world.is_main else None}
     if space.has_benchmark:  # the cell, and its benchmark accuracies with --nb201_file
-        results.update(nasbench201.summary(rows, args.nb201_file) if args.nb201_file
+        results.update(nasbench201.summary(run.rows, args.nb201_file) if args.nb201_file
                        else {"arch_str": genotype, "benchmark": None})
     if run.world.is_main:
         space.save(genotype, run_dir / rundir.FINAL_ARCH)

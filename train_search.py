@@ -8,7 +8,6 @@ import math
 import time
 from itertools import islice
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -148,7 +147,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--subset takes part of the training set; with --nb201_splits the split files say which images")
 
 
-def prune_event(run: SimpleNamespace, epoch: int, step: int) -> None:
+def prune_event(run: search_run.Search, epoch: int, step: int) -> None:
     """Score all ops, prune one per cell, record the event (the heart of FP-DARTS).
 
     Under torchrun every process scores its share of the batches; the saliency and the
@@ -193,13 +192,7 @@ def drop_path_prob(args: argparse.Namespace, epoch: int) -> float:
     return args.drop_path_prob * epoch / max(args.epochs - 1, 1)
 
 
-def prune_due(epoch: int, step: int, *, warmup: int, interval: int) -> bool:
-    """The authors' schedule: after `warmup` epochs, at every `interval`-th step of an epoch
-    (interval = half an epoch by default: two events per epoch)."""
-    return epoch >= warmup and (step + 1) % interval == 0
-
-
-def search_step(run: SimpleNamespace, x, y, x_val, y_val, lr: float, meters: list, where: str) -> None:
+def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, meters: list, where: str) -> None:
     """One iteration of the search: an architecture step on the validation batch (adding its s1 to
     the pruner's window under --sal_source arch_steps) and a weight step on the training batch,
     in the order of --step_order (the DARTS-space code: architecture first; NAS-Bench-201's:
@@ -221,7 +214,7 @@ def search_step(run: SimpleNamespace, x, y, x_val, y_val, lr: float, meters: lis
         arch_step()
 
 
-def weight_step(run: SimpleNamespace, x, y, meters: list, where: str) -> None:
+def weight_step(run: search_run.SearchParts, x, y, meters: list, where: str) -> None:
     """SGD on the supernet's weights with the training batch (gradient-norm clip)."""
     args, optimizer = run.args, run.optimizer
     optimizer.zero_grad(set_to_none=True)
@@ -239,38 +232,38 @@ def weight_step(run: SimpleNamespace, x, y, meters: list, where: str) -> None:
     top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
 
 
-def search_one_epoch(run: SimpleNamespace, epoch: int, first_step: int, meters: list, rows: list) -> dict:
+def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dict:
     """Alternate architecture and weight steps over the weight split; prune when due (and
     checkpoint right after each prune). `first_step` > 0 continues an interrupted epoch."""
-    args, model, device, timer = run.args, run.model, run.world.device, run.timer
-    interval, steps = search_run.prune_interval(run), len(run.train_queue)
-    loss_m, top1_m = meters
+    args, model, device, timer, schedule = run.args, run.model, run.world.device, run.timer, run.schedule
+    loss_m, top1_m = run.meters
     rate = timing.Rate()
     for step, (x, y) in enumerate(timer.iterate(run.batches), start=first_step):
-        lr = learning_rate(args, epoch, step / steps)  # (constant within an epoch but in a warm-up)
+        lr = learning_rate(args, epoch, step / schedule.steps)  # (constant within an epoch but in a warm-up)
         utils.set_lr(run.optimizer, lr)
         model.train()
         with timer("data"):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
-        search_step(run, x, y, x_val, y_val, lr, meters, f"epoch {epoch}, step {step}")
+        search_step(run, x, y, x_val, y_val, lr, run.meters, f"epoch {epoch}, step {step}")
         rate.update(y.size(0) * run.world.world_size)
         if step % args.report_freq == 0:
             log.info("train %03d %e %f  %s", step, loss_m.avg, top1_m.avg,
-                     search_run.progress(run, epoch, step, first_step, rate, rows))
-        if (step + 1) % interval == 0:  # a point of the prune schedule: an event when one is due
+                     search_run.progress(run, epoch, step, first_step, rate))
+        if schedule.point(step):  # a point of the prune schedule: an event when one is due
             start = time.perf_counter()
-            pruned = prune_due(epoch, step, warmup=args.warmup, interval=interval) and not run.pruner.finished()
+            pruned = schedule.due(epoch, step) and not run.pruner.finished()
             if pruned:
                 prune_event(run, epoch, step)
             run.pruner.reset_accumulation()  # --sal_source arch_steps: the next window starts
             if pruned:
-                search_run.save_state(run, epoch, step, meters, rows)
+                search_run.save_state(run, epoch, step)
             rate.exclude(time.perf_counter() - start)  # the step rate is that of the steps alone
     return utils.pooled_averages({"loss": loss_m, "top1": top1_m})
 
 
-def build(args, world: distributed.World, num_classes: int, memory_format=torch.contiguous_format) -> SimpleNamespace:
+def build(args, world: distributed.World, num_classes: int,
+          memory_format=torch.contiguous_format) -> search_run.SearchParts:
     """The supernet (on the device, DDP-wrapped as `ddp`), its weight optimizer, architect and
     pruner, as `args` asks (the timer is a fresh one)."""
     model = supernet(get_space(args.search_space, args.steps, args.none_rule), args.init_channels, num_classes,
@@ -287,8 +280,8 @@ def build(args, world: distributed.World, num_classes: int, memory_format=torch.
                     hessian_coef=args.sal_hessian_coef, hessian_chunk=args.hessian_chunk,
                     num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
                     source=args.sal_source, amp=args.amp)
-    return SimpleNamespace(args=args, model=model, ddp=ddp, optimizer=optimizer, architect=architect, pruner=pruner,
-                           timer=timing.PhaseTimer(world.device))
+    return search_run.SearchParts(args=args, model=model, ddp=ddp, optimizer=optimizer, architect=architect,
+                                  pruner=pruner, timer=timing.PhaseTimer(world.device))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -306,11 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.seed = utils.resolve_seed(args.seed)
     utils.set_determinism(args.deterministic)
     run = search_run.setup(args, world, build)
-    first_epoch, first_step, meters, rows = 0, 0, None, []
-    if args.resume:
-        first_epoch, first_step, meters, rows = search_run.resume(run, run.state)
-        if first_epoch >= args.epochs:
-            raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
+    first_epoch, first_step = search_run.resume(run, run.state) if args.resume else (0, 0)
+    if first_epoch >= args.epochs:
+        raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
     for epoch in range(first_epoch, args.epochs):
         lr = learning_rate(args, epoch)
         run.model.drop_path_prob = drop_path_prob(args, epoch)
@@ -319,10 +310,10 @@ def main(argv: list[str] | None = None) -> dict:
                      f" drop_path_prob {run.model.drop_path_prob:e}" if args.drop_path_prob else "")
             with run.timer("data"):
                 search_run.start_epoch(run, epoch)
-            meters = [utils.AverageMeter(), utils.AverageMeter()]
-        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0, meters, rows)
-        genotype, valid = search_run.end_epoch(run, epoch, lr, train, meters, rows)
-    return finish(run, genotype, valid, rows)
+            run.meters = search_run.fresh_meters()
+        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0)
+        genotype, valid = search_run.end_epoch(run, epoch, lr, train)
+    return finish(run, genotype, valid)
 
 
 if __name__ == "__main__":

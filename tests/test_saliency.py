@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 import saliency as S
 from model_search import Network
+from saliency import PruneSchedule
 from search_spaces import edge_endpoints, eligible_ops, has_redundant_op
-from train_search import prune_due
 
 
 def tiny_double(steps=1, seed=0):
@@ -160,10 +160,10 @@ def test_schedule_last_prune_in_epoch_54():
     torch.manual_seed(0)
     model = Network(2, 10, 3)
     pruner = S.Pruner(model, device=torch.device("cpu"))
-    interval, last = 391 // 2, None
+    schedule, last = PruneSchedule(warmup=10, interval=391 // 2, steps=391, epochs=60), None
     for epoch in range(60):
         for step in range(391):
-            if prune_due(epoch, step, warmup=10, interval=interval) and not pruner.finished():
+            if schedule.due(epoch, step) and not pruner.finished():
                 pruner.apply(pruner.decide(torch.rand(2, 14, 7), lambda: []))
                 last = epoch
     assert last == 54 and pruner.live_ops() == [8, 8] and pruner.finished()
