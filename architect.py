@@ -48,30 +48,31 @@ class Architect:
     def step(self, x_val: Tensor, y_val: Tensor, x_train: Tensor | None = None,
              y_train: Tensor | None = None, eta: float = 0.0,
              weight_optimizer: torch.optim.Optimizer | None = None,
-             beta_grad: bool = False) -> float:
+             beta_grad: bool = False) -> tuple[Tensor, Tensor] | None:
         """One Adam step on the alphas; the unrolled variant also needs the training batch,
         the current weight learning rate `eta` and the weight optimizer (for its momentum).
 
-        `beta_grad` (first order): the same step with the mixing weights as a leaf of its graph,
-        which leaves (β, ∂CE/∂β) of the batch in `self.beta_grad` at no extra backward pass
-        (saliency from the architecture steps)."""
+        `beta_grad` (first order): the same step with the mixing weights as a leaf of its graph;
+        it returns (β, ∂CE/∂β) of the batch, at no extra backward pass (saliency from the
+        architecture steps). Otherwise it returns None."""
         self.optimizer.zero_grad(set_to_none=True)
+        found = None
         if self.unrolled:
-            loss = self._unrolled_backward(x_val, y_val, x_train, y_train, eta, weight_optimizer)
+            self._unrolled_backward(x_val, y_val, x_train, y_train, eta, weight_optimizer)
         elif beta_grad:
-            loss = self._leaf_backward(x_val, y_val)
+            found = self._leaf_backward(x_val, y_val)
         else:
-            loss = self.val_loss(x_val, y_val)
             # Only the alphas need gradients: skipping the weights' saves part of the backward.
-            loss.backward(inputs=self.model.arch_parameters())
+            self.val_loss(x_val, y_val).backward(inputs=self.model.arch_parameters())
         # Under torchrun every process holds the same alphas: step on the mean gradient.
         distributed.average_gradients(self.model.arch_parameters())
         self.optimizer.step()
-        return loss.item()
+        return found
 
-    def _leaf_backward(self, x: Tensor, y: Tensor) -> Tensor:
+    def _leaf_backward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The first-order backward through a β leaf: ∂CE/∂β by one backward to the leaf, then the
-        alphas' gradient through the softmax (and the regulariser), as `val_loss` would give."""
+        alphas' gradient through the softmax (and the regulariser), as `val_loss` would give;
+        returns (β, ∂CE/∂β)."""
         model = self.model
         betas = model.betas()  # (cell types, edges, n_ops), a function of the alphas
         leaf = betas.detach().requires_grad_(True)
@@ -82,10 +83,8 @@ class Architect:
             reg = self.reg_alpha * pruned_op_regularizer(betas, model.masks(), self.reg_type)
             torch.autograd.backward([betas, reg], [grad, torch.ones_like(reg)], inputs=model.arch_parameters())
         else:
-            reg = torch.zeros((), device=grad.device)
             betas.backward(grad, inputs=model.arch_parameters())
-        self.beta_grad = (leaf.detach(), grad)
-        return (ce + reg).detach()
+        return leaf.detach(), grad
 
     # ---------------------------------------------------------- second order (DARTS, unrolled)
 
@@ -113,7 +112,7 @@ class Architect:
         g_minus = self._train_grads(minus, buffers, x, y, alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
 
-    def _unrolled_backward(self, x_val, y_val, x_train, y_train, eta, weight_optimizer) -> Tensor:
+    def _unrolled_backward(self, x_val, y_val, x_train, y_train, eta, weight_optimizer) -> None:
         """alpha.grad = dL_val(w', alpha)/dalpha - eta * Hessian-vector term, with
         w' = w - eta * (momentum * buffer + dL_train/dw + wd * w), one virtual SGD step."""
         if x_train is None or weight_optimizer is None:
@@ -140,4 +139,3 @@ class Architect:
         with torch.no_grad():
             for a, g, h in zip(alphas, d_alpha, implicit):
                 a.grad = g - eta * h
-        return loss.detach()

@@ -66,7 +66,7 @@ def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaul
     g.add_argument("--no_test", action="store_true", help="never open the test split (model selection with --val_portion; results.json then holds validation figures only)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA only): batch statistics over the global batch")
-    g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    utils.add_memory_format_flags(g, "off", "default: off")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
     g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
 
@@ -283,7 +283,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if resume:
         model.load_state_dict(resume[1]["model"])
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    memory_format = utils.memory_format(args.channels_last, device)
     model = model.to(device, memory_format=memory_format)
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
     ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
@@ -311,7 +311,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
                   loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
                   grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
-                  channels_last=args.channels_last, report_freq=args.report_freq, extra_state=extra,
+                  channels_last=memory_format == torch.channels_last, report_freq=args.report_freq, extra_state=extra,
                   timer=timer, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": dataset, "genotype_source": label,

@@ -49,6 +49,12 @@ def find(root: str | Path, kind: str, save: str = "*", suffix: str = "*") -> lis
     return sorted(found, key=lambda p: (re.search(r"-(\d{8}-\d{6})-", p.name).group(1), p.name))
 
 
+def kind_of(run_dir: str | Path) -> str | None:
+    """The kind of a run directory from its name (`search`, `eval`, ...), or None."""
+    found = re.match(r"(\w+)-.*-\d{8}-\d{6}(-|$)", Path(run_dir).name)
+    return found.group(1) if found else None
+
+
 # ---------------------------------------------------------------- the per-epoch files of a search
 
 def epoch_path(run_dir: str | Path, kind: str, epoch: int) -> Path:
@@ -142,6 +148,8 @@ def legacy_state(state: dict) -> dict:
     state.setdefault("sal_accumulation", None)
     state.setdefault("compare_stream", None)
     saved = state.get("args", {})
+    if isinstance(saved.get("channels_last"), bool):  # a training run's, when the flag was on/off only
+        saved["channels_last"] = "on" if saved["channels_last"] else "off"
     if "sal_second" in saved and "lr_schedule" not in saved:  # a search from before the recipes
         state["args"] = {**saved, "drop_path_prob": 0.0,  # (accepted and ignored then)
                          "sal_batch_size": saved.get("sal_batch_size") or (32 if saved["sal_second"] else saved["batch_size"])}

@@ -21,7 +21,8 @@ import rundir
 import timing
 import utils
 from audit import RULES
-from data import SPLITS_WHERE, make_loader, search_data
+from data import make_loader
+from splits import SPLITS_WHERE, search_data
 from fileio import read_jsonl
 from architect import Architect
 from model_search import Supernet
@@ -249,9 +250,7 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
     loader = lambda dataset, bs, k, shuffle=True: make_loader(
         dataset, bs, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
         rank=world.rank, world_size=world.world_size)
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and world.device.type == "cpu")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    parts = build(args, world, data.num_classes, memory_format)
+    parts = build(args, world, data.num_classes, utils.memory_format(args.channels_last, world.device))
     if world.is_main and not args.resume:
         utils.write_json(run_dir / rundir.SEARCH_SPACE, {**parts.model.space.describe(), "recipe": recipe_values(args),
                                                          "data_split": data.split})

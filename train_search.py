@@ -98,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save_one_shot", action="store_true", help="also keep the supernet of every epoch")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
     g.add_argument("--resume", default=None, help="continue an interrupted search in place: its run directory or checkpoint.pt (give the same flags)")
-    g.add_argument("--channels_last", dest="channels_last", action="store_const", const="on", default="auto", help="channels_last memory format (default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA)")
-    g.add_argument("--no_channels_last", dest="channels_last", action="store_const", const="off", default=argparse.SUPPRESS, help="contiguous (NCHW) memory format")
+    utils.add_memory_format_flags(g, "auto", "default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA")
     g.add_argument("--no_summary", dest="summary", action="store_false", help="no summary figure (summary.png/.pdf: cells, validation curves, pruning, mixing weights) at the end; scripts/plot_search.py draws it later")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
     return p
@@ -202,9 +201,9 @@ def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, mete
 
     def arch_step():
         with timer("arch"):
-            run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+            found = run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
             if accumulate:  # this step's s1, from the gradient the step computed anyway
-                run.pruner.accumulate(*run.architect.beta_grad)
+                run.pruner.accumulate(*found)
 
     if args.step_order == "arch_first":
         arch_step()

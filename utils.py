@@ -2,6 +2,7 @@
 learning rates, checkpoints, evaluation and model complexity."""
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import math
@@ -44,6 +45,21 @@ def per_process_batch(batch_size: int, world_size: int, flag: str = "--batch_siz
         raise UserError(f"{flag} {batch_size} is the global batch and must be divisible by the "
                         f"number of processes ({world_size})")
     return batch_size // world_size
+
+
+def add_memory_format_flags(group, default: str, help_on: str) -> None:
+    """--channels_last / --no_channels_last, one 3-state flag in every script: "on", "off", or
+    "auto" (on for the CPU, off on CUDA)."""
+    group.add_argument("--channels_last", dest="channels_last", action="store_const", const="on", default=default,
+                       help=f"channels_last memory format ({help_on})")
+    group.add_argument("--no_channels_last", dest="channels_last", action="store_const", const="off",
+                       default=argparse.SUPPRESS, help="contiguous (NCHW) memory format")
+
+
+def memory_format(choice: str, device: torch.device) -> torch.memory_format:
+    """The memory format that --channels_last `choice` ("on", "off", "auto") gives on `device`."""
+    on = choice == "on" or (choice == "auto" and device.type == "cpu")
+    return torch.channels_last if on else torch.contiguous_format
 
 
 def resolve_seed(seed: int) -> int:
@@ -184,14 +200,11 @@ def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[floa
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, criterion, device: torch.device,
-             max_batches: int | None = None) -> dict:
+def evaluate(model: nn.Module, loader, criterion, device: torch.device) -> dict:
     """Eval-mode loss, top-1 and top-5 (percent) over `loader`, pooled over processes."""
     model.eval()
     loss, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
-    for step, (x, y) in enumerate(loader):
-        if max_batches is not None and step >= max_batches:
-            break
+    for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         logits = logits[0] if isinstance(logits, tuple) else logits

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from rundir import results_files, search_of_epoch_file  # noqa: E402
+from rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
 from fileio import atomic_write  # noqa: E402
 from nasbench201 import METRICS  # noqa: E402
 
@@ -156,7 +156,7 @@ def evaluation_rows(searches: dict[Path, dict], evals: list[tuple[Path, dict]]) 
         search = find_search(run_dir, data, searches)
         source = str(data.get("genotype_source", ""))
         variant = labelled(searches[search]["variant"], searches[search]) if search else unlinked_variant(source)
-        dataset = data.get("dataset") or ("imagenet" if run_dir.name.startswith("imagenet-") else "cifar10")
+        dataset = data.get("dataset") or ("imagenet" if kind_of(run_dir) == IMAGENET_EVAL else "cifar10")
         groups.setdefault((str(dataset), variant), []).append((data, search))
     rows = []
     for (dataset, variant), runs in sorted(groups.items()):

@@ -22,6 +22,7 @@ from architect import Architect
 from model_search import MixedOp, supernet
 from operations import OPS
 from search_spaces import RECIPES, SPACES, Recipe, get_space, recipe_flag
+from splits import search_data
 
 CPU = torch.device("cpu")
 
@@ -164,7 +165,7 @@ def test_cifar10_split_file_selects_exactly_the_listed_images(tmp_path, no_md5):
     splits.mkdir()
     train, valid = [3, 0, 17, 29, 8], [1, 2, 22, 11]
     nb201_split_file(splits / "cifar-split.txt", train=train, valid=valid)
-    d = data.search_data("cifar10", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
+    d = search_data("cifar10", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
                          subset=None, scoring_transform="test")
     assert d.weights.indices == train and d.arch.indices == valid and d.scoring.indices == valid
     assert "cifar-split.txt" in d.split
@@ -174,7 +175,7 @@ def test_cifar10_split_file_selects_exactly_the_listed_images(tmp_path, no_md5):
         assert torch.equal(d.scoring[k][0], raw[i][0]) and d.scoring[k][1] == raw[i][1]
     assert d.arch.dataset is d.weights.dataset  # alpha: the training set itself (augmenting transform)
     # Scoring on the training transform: the architecture set itself.
-    same = data.search_data("cifar10", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
+    same = search_data("cifar10", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
                             subset=None, scoring_transform="train")
     assert same.scoring is same.arch
 
@@ -184,7 +185,7 @@ def test_test_set_xvalid_split_for_imagenet16(tmp_path):
     splits = tmp_path / "splits"
     splits.mkdir()
     nb201_split_file(splits / "imagenet-16-120-test-split.txt", xvalid=[3, 1], xtest=[0, 2])
-    d = data.search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
+    d = search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
                          subset=None, scoring_transform="test")
     train, test, _ = data.get_datasets("imagenet16", str(root))
     assert len(d.weights) == len(train) == 40  # the weights: the whole training set
@@ -204,17 +205,17 @@ def test_split_file_errors_are_one_line(tmp_path):
     splits = tmp_path / "splits"
     splits.mkdir()
     with pytest.raises(data.DatasetMissing, match="no split file .*imagenet-16-120-test-split.txt"):
-        data.search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
+        search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
                          subset=None, scoring_transform="test")
     nb201_split_file(splits / "imagenet-16-120-test-split.txt", xvalid=[3, 4])
     with pytest.raises(data.DatasetMissing, match="holds index 4, outside the 4 images"):
-        data.search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
+        search_data("imagenet16", str(root), split="benchmark", splits_dir=str(splits), portion=0.5,
                          subset=None, scoring_transform="test")
     with pytest.raises(data.DatasetMissing, match="split files for cifar10, cifar100, imagenet16, not digits"):
-        data.search_data("digits", "", split="benchmark", splits_dir=str(splits), portion=0.5, subset=None,
+        search_data("digits", "", split="benchmark", splits_dir=str(splits), portion=0.5, subset=None,
                          scoring_transform="test")
     # Without the files: the train_portion split, and the label says so.
-    d = data.search_data("digits", "", split="benchmark", splits_dir=None, portion=0.5, subset=20,
+    d = search_data("digits", "", split="benchmark", splits_dir=None, portion=0.5, subset=20,
                          scoring_transform="test")
     assert (len(d.weights), len(d.scoring)) == (10, 10) and d.split == "train_portion (no --nb201_splits given)"
 

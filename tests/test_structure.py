@@ -1,0 +1,87 @@
+"""The structure the code keeps: no import cycle between the project's modules, no module but
+search_spaces.py that asks a space for its name, no file name of a run directory spelled outside
+rundir.py, no source file over 400 lines."""
+import ast
+import re
+
+import pytest
+from conftest import ROOT
+
+import rundir
+from search_spaces import SPACES
+
+SOURCES = sorted([*ROOT.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "bench").glob("*.py")])
+MODULES = {p.stem: p for p in ROOT.glob("*.py")}
+
+
+def imports(path) -> set[str]:
+    """The project modules `path` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found & set(MODULES)
+
+
+def test_no_import_cycle():
+    graph = {name: imports(path) - {name} for name, path in MODULES.items()}
+    done, stack = set(), []
+
+    def visit(name):
+        if name in stack:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(name):] + [name]))
+        if name in done:
+            return
+        stack.append(name)
+        for other in sorted(graph[name]):
+            visit(other)
+        stack.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def test_the_visualiser_and_the_networks_do_not_need_each_other():
+    assert "visualize" not in imports(MODULES["search_spaces"]) | imports(MODULES["model"])
+
+
+# `x == "nb201"`, `"darts" != x`, `x.name ==`, `search_space ==`: asking a space for its name
+# (s1 and s2 are also the names of saliency variants, so they are left out of the literals).
+NAME = "|".join(s for s in SPACES if s not in ("s1", "s2"))
+ASKS_NAME = re.compile(rf"""(==|!=)\s*["']({NAME})["']|["']({NAME})["']\s*(==|!=)|\.name\s*[!=]=|search_space\s*[!=]=""")
+# collect_results.py reads results.json files of every version, where the space is a string.
+READS_NAMES = {"search_spaces.py", "collect_results.py"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_only_search_spaces_asks_a_space_for_its_name(path):
+    if path.name in READS_NAMES:
+        return
+    lines = [f"{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1) if ASKS_NAME.search(line)]
+    assert not lines, lines
+
+
+RUN_FILES = {rundir.ARGS, rundir.LOG, rundir.CHECKPOINT, rundir.RESULTS, rundir.SEARCH_SPACE, rundir.FINAL_ARCH,
+             rundir.PRUNE_EVENTS, rundir.SALIENCY, rundir.AUDIT, rundir.EPOCHS, rundir.RESULTS_CSV}
+# a run directory name being built or matched: "search-", "eval-*", ...
+RUN_NAMES = re.compile(rf"^({rundir.SEARCH}|{rundir.EVAL}|{rundir.NB201_EVAL}|{rundir.IMAGENET_EVAL})-(\*|$)")
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.name != "rundir.py"], ids=lambda p: p.name)
+def test_run_directory_names_are_spelled_in_rundir_only(path):
+    """String constants in code (not docstrings or help texts, which may name a file for people)
+    that are a run directory's file name or a run directory name pattern."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in RUN_FILES or RUN_NAMES.match(node.value):
+                found.append(f"{node.lineno}: {node.value!r}")
+    assert not found, found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_no_source_file_over_400_lines(path):
+    assert len(path.read_text().splitlines()) <= 400
