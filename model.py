@@ -6,11 +6,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from architectures import NB201_ENDPOINTS, parse_nb201_arch
 from genotypes import Genotype, cell_edges
 from operations import (
-    NB201_OPS, OPS, FactorizedReduce, Identity, ReLUConvBN, ResNetBasicblock, Zero, drop_path, nb201_layers,
+    NB201_OPS, OPS, FactorizedReduce, Identity, ReLUConvBN, ResNetBasicblock, Zero, darts_layers, drop_path,
+    nb201_layers,
 )
-from architectures import NB201_ENDPOINTS, parse_nb201_arch
 
 
 class Cell(nn.Module):
@@ -54,21 +55,27 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 
+def auxiliary_features(C: int, pool_stride: int, last_bn: bool) -> nn.Sequential:
+    """The DARTS auxiliary head's features: ReLU, 5x5 average pool, 1x1 conv to 128 + BN + ReLU,
+    2x2 conv to 768 (+ BN) + ReLU (module indices as in DARTS, so its checkpoints load)."""
+    return nn.Sequential(
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),  # to 2x2
+        nn.Conv2d(C, 128, 1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
+        *([nn.BatchNorm2d(768)] if last_bn else []),
+        nn.ReLU(inplace=True),
+    )
+
+
 class AuxiliaryHeadCIFAR(nn.Module):
     """Auxiliary classifier at 2/3 depth; expects an 8x8 input map (32-pixel images)."""
 
     def __init__(self, C, num_classes):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
+        self.features = auxiliary_features(C, pool_stride=3, last_bn=True)  # 8x8 -> 2x2 -> 1x1
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -84,15 +91,7 @@ class AuxiliaryHeadImageNet(nn.Module):
 
     def __init__(self, C, num_classes):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),  # 7x7 -> 2x2
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
-            nn.ReLU(inplace=True),
-        )
+        self.features = auxiliary_features(C, pool_stride=2, last_bn=False)  # 7x7 -> 2x2 -> 1x1
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -108,11 +107,7 @@ class _Network(nn.Module):
         self._auxiliary = auxiliary
         self.drop_path_prob = 0.0
         self.cells = nn.ModuleList()
-        C_curr = C
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
+        for i, (C_curr, reduction) in enumerate(darts_layers(C, layers)):
             cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
             reduction_prev = reduction
             self.cells.append(cell)

@@ -10,7 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from operations import NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, drop_path, nb201_layers
+from operations import (
+    NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, darts_layers, drop_path, nb201_layers,
+)
 from search_spaces import DartsCellSpace, NB201Space, SearchSpace, edge_endpoints, get_space
 
 
@@ -144,19 +146,16 @@ class Network(Supernet):
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        C_prev_prev, C_prev = C_curr, C_curr
         self.cells = nn.ModuleList()
         reduction_prev = False
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
+        for C_curr, reduction in darts_layers(C, layers):
             self.cells.append(Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction,
                                    reduction_prev, space.edge_ops["reduce" if reduction else "normal"]))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.classifier = nn.Linear(C_prev, num_classes)
-        self._init_arch(space)
+        self._init_arch(space, track_running_stats)
 
     def forward(self, x: Tensor, betas: Tensor | None = None,
                 keep: tuple[list, list] | None = None) -> Tensor:

@@ -176,6 +176,17 @@ class ResNetBasicblock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))  # (N, C_out, H / 2, W / 2)
 
 
+def darts_layers(C: int, layers: int) -> list[tuple[int, bool]]:
+    """(channels, is_reduction) of every cell of a DARTS network: reductions at 1/3 and 2/3 of
+    the depth, each doubling the channels."""
+    plan, C_curr = [], C
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        C_curr *= 2 if reduction else 1
+        plan.append((C_curr, reduction))
+    return plan
+
+
 def nb201_layers(C: int, N: int) -> list[tuple[int, int, bool]]:
     """(C_in, C_out, is_reduction) of every layer of a NAS-Bench-201 network: N cells at C
     channels, a residual reduction block, N cells at 2C, another, N cells at 4C."""

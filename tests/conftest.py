@@ -134,3 +134,25 @@ def complete_searches(tmp_path_factory):
 def image_folder(tmp_path_factory):
     """A 3-class ImageFolder tree of 32-pixel JPEGs."""
     return make_image_folder(tmp_path_factory.mktemp("folder"))
+
+
+def prune_randomly(space, restrict, seed, num_kept_min=8, invariant=None):
+    from saliency import shortlist
+
+    """Prune one op per cell type per event by random saliency until the space's rule stops;
+    `invariant(cell, keep)` must hold after every prune."""
+    gen = torch.Generator().manual_seed(seed)
+    keeps = [torch.ones(len(space.endpoints), space.num_ops, dtype=torch.bool) for _ in space.cell_types]
+    events = 0
+    while any(space.unfinished(c, k, restrict, num_kept_min) for c, k in enumerate(keeps)):
+        for c, keep in enumerate(keeps):
+            if not space.unfinished(c, keep, restrict, num_kept_min):
+                continue
+            eligible = space.eligible(c, keep, restrict)
+            flat = shortlist(torch.randn(keep.shape, generator=gen), eligible, 1)[0]
+            assert eligible.view(-1)[flat] and keep.view(-1)[flat]
+            keep.view(-1)[flat] = False
+            if invariant:
+                assert invariant(c, keep)
+        events += 1
+    return keeps, events

@@ -275,8 +275,9 @@ def test_every_recipe_field_is_a_default_a_flag_overrides(space):
     assert search_args("--search_space", space, "--batch_size", "24").sal_batch_size == 24
 
 
-def test_bn_without_running_statistics():
-    model = supernet(get_space("nb201"), 4, 10, 1, track_running_stats=False)
+@pytest.mark.parametrize("space,layers", [("nb201", 1), ("s3", 3)])
+def test_bn_without_running_statistics(space, layers):
+    model = supernet(get_space(space, steps=2), 4, 10, layers, track_running_stats=False)
     names = [n for n, _ in model.named_buffers() if n.startswith("cells.0.") and "running" in n]
     assert names == [] and any("running_mean" in n for n, _ in model.named_buffers())  # (the stem keeps its own)
     model.eval()
@@ -284,6 +285,8 @@ def test_bn_without_running_statistics():
     assert torch.isfinite(model(x)).all()
     cell_bn = next(m for m in model.cells[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert not cell_bn.track_running_stats and cell_bn.running_mean is None
+    tracked = supernet(get_space(space, steps=2), 4, 10, layers)
+    assert any(n.startswith("cells.0.") and "running" in n for n, _ in tracked.named_buffers())
     assert search_args("--search_space", "nb201", "--track_running_stats", "0").track_running_stats == 0
 
 

@@ -2,11 +2,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import prune_randomly
 
 import saliency as S
 from model_search import Network
 from saliency import PruneSchedule
-from search_spaces import edge_endpoints, eligible_ops, has_redundant_op
+from search_spaces import edge_endpoints, get_space
 
 
 def tiny_double(steps=1, seed=0):
@@ -106,19 +107,11 @@ def restricted_invariant_holds(keep, steps):
 
 
 def prune_to_the_end(restrict, seed, steps=4, num_kept_min=8):
-    """Prune one op per event by random saliency until the rule stops; check every step."""
-    gen = torch.Generator().manual_seed(seed)
-    keep = torch.ones(len(edge_endpoints(steps)), 7, dtype=torch.bool)
-    events = 0
-    while has_redundant_op(keep, steps, restrict, num_kept_min):
-        eligible = eligible_ops(keep, steps, restrict)
-        flat = S.shortlist(torch.randn(keep.shape, generator=gen), eligible, 1)[0]
-        assert eligible.view(-1)[flat] and keep.view(-1)[flat]
-        keep.view(-1)[flat] = False
-        if restrict:
-            assert restricted_invariant_holds(keep, steps)
-        events += 1
-    return keep, events
+    """Prune one op per event by random saliency until the rule stops; check every step. The
+    normal cell's keep-mask and the number of events."""
+    invariant = (lambda cell, keep: restricted_invariant_holds(keep, steps)) if restrict else None
+    keeps, events = prune_randomly(get_space("darts", steps), restrict, seed, num_kept_min, invariant)
+    return keeps[0], events
 
 
 @pytest.mark.parametrize("seed", range(25))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import saliency as S
+from conftest import prune_randomly
 from architectures import NB201_OPS as NB201_NAMES
 from architectures import nb201_arch_str, parse_nb201_arch
 from genotypes import GenotypeError, validate
@@ -125,26 +126,6 @@ def test_s2_hessian_runs_with_noise():
 
 
 # ---------------------------------------------------------------- pruning rules and derivation
-
-def prune_randomly(space, restrict, seed, num_kept_min=8, invariant=None):
-    """Prune one op per cell type per event by random saliency until the space's rule stops;
-    `invariant(cell, keep)` must hold after every prune."""
-    gen = torch.Generator().manual_seed(seed)
-    keeps = [torch.ones(len(space.endpoints), space.num_ops, dtype=torch.bool) for _ in space.cell_types]
-    events = 0
-    while any(space.unfinished(c, k, restrict, num_kept_min) for c, k in enumerate(keeps)):
-        for c, keep in enumerate(keeps):
-            if not space.unfinished(c, keep, restrict, num_kept_min):
-                continue
-            eligible = space.eligible(c, keep, restrict)
-            flat = S.shortlist(torch.randn(keep.shape, generator=gen), eligible, 1)[0]
-            assert eligible.view(-1)[flat] and keep.view(-1)[flat]
-            keep.view(-1)[flat] = False
-            if invariant:
-                assert invariant(c, keep)
-        events += 1
-    return keeps, events
-
 
 def connecting_edges_per_node(space, cell, keep):
     conn = keep & space.connects[cell]
