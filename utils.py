@@ -1,5 +1,6 @@
-"""Shared machinery of the three scripts: device, seeding, run directories, logging, metrics,
-learning rates, checkpoints, evaluation and model complexity."""
+"""Shared machinery of the scripts: seeding and determinism, logging and TensorBoard, metrics,
+learning rates, atomic checkpoints, evaluation, memory format and model complexity (the run
+directory's layout is rundir.py's)."""
 from __future__ import annotations
 
 import argparse
