@@ -23,6 +23,7 @@ SEARCH_SPACE, FINAL_ARCH = "search_space.json", "genotype.json"
 PRUNE_EVENTS, SALIENCY, AUDIT = "prune_events.jsonl", "saliency.jsonl", "audit.jsonl"
 APPENDED = (PRUNE_EVENTS, SALIENCY, AUDIT)  # append-only: cut back to the checkpoint's sizes on resume
 SUMMARY, PLOTS, ONE_SHOT = "summary", "plots", "one_shot"
+SELECTION = "selection.json"  # scripts/select_genotype.py's ranking, in its --out_dir
 # The authors' per-epoch layout: results_of_7q/{genotype,alpha,sal}/<epoch>.txt and results.csv.
 EPOCHS, RESULTS_CSV = "results_of_7q", "results.csv"
 # The kinds of run directory: train_search.py, train.py, train_imagenet.py, train_nb201.py.
@@ -49,10 +50,20 @@ def find(root: str | Path, kind: str, save: str = "*", suffix: str = "*") -> lis
     return sorted(found, key=lambda p: (re.search(r"-(\d{8}-\d{6})-", p.name).group(1), p.name))
 
 
+def _name_parts(run_dir: str | Path) -> re.Match | None:
+    return re.match(r"(\w+)-(.*)-\d{8}-\d{6}(-|$)", Path(run_dir).name)
+
+
 def kind_of(run_dir: str | Path) -> str | None:
     """The kind of a run directory from its name (`search`, `eval`, ...), or None."""
-    found = re.match(r"(\w+)-.*-\d{8}-\d{6}(-|$)", Path(run_dir).name)
+    found = _name_parts(run_dir)
     return found.group(1) if found else None
+
+
+def save_of(run_dir: str | Path) -> str | None:
+    """The experiment name (`--save`) in a run directory's name, or None."""
+    found = _name_parts(run_dir)
+    return found.group(2) if found else None
 
 
 # ---------------------------------------------------------------- the per-epoch files of a search

@@ -1,4 +1,4 @@
-"""The jobs of a campaign (campaign.py, scripts/run_campaign.sh) as one table, readable while it runs:
+"""The jobs of a campaign (scripts/run_*.sh, scripts/campaign_cli.py) as one table, readable while it runs:
 queued, running (with its epoch and ETA, read from its run directory's log), done, skipped
 (finished before), failed (with its log) or blocked (a job it comes after failed).
 
@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import rundir  # noqa: E402
+from campaign import MANIFEST  # noqa: E402
 from cli import ArgumentParser, UserError, run_cli  # noqa: E402
 
 ETA = re.compile(r"epoch ETA ([^,\s]+)(?:, (?:search|run) ETA (\S+))?")  # the scripts' progress lines
@@ -25,7 +27,7 @@ EPOCH = re.compile(r"\bepoch (\d+) lr ")
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("campaign", nargs="?", default="ckpt/campaign", help="the campaign folder (holding campaign.json)")
+    p.add_argument("campaign", nargs="?", default="ckpt/campaign", help=f"the campaign folder (holding {MANIFEST})")
     return p
 
 
@@ -50,10 +52,10 @@ def alive(pid: int | None) -> bool:
 
 def progress(run_dir: str | None) -> tuple[str, str]:
     """(epoch e/E, ETA) of a running job, from its run directory's args.json and log.txt."""
-    if not run_dir or not (Path(run_dir) / "log.txt").is_file():
+    if not run_dir or not (Path(run_dir) / rundir.LOG).is_file():
         return "starting", ""
-    lines = (Path(run_dir) / "log.txt").read_text(errors="replace").splitlines()
-    args = Path(run_dir) / "args.json"
+    lines = (Path(run_dir) / rundir.LOG).read_text(errors="replace").splitlines()
+    args = Path(run_dir) / rundir.ARGS
     epochs = json.loads(args.read_text()).get("epochs") if args.is_file() else None
     epoch = next((int(m.group(1)) for line in reversed(lines) if (m := EPOCH.search(line))), None)
     eta = next((m.group(2) or m.group(1) for line in reversed(lines) if (m := ETA.search(line))), "")
@@ -94,11 +96,11 @@ def table(data: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> list[list[str]]:
     """Print the table; return its rows."""
     args = build_parser().parse_args(argv)
-    path = Path(args.campaign) / "campaign.json"
+    path = Path(args.campaign) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: no campaign here (run scripts/run_campaign.sh or campaign.py first)") from None
+        raise UserError(f"{path}: no campaign here (run scripts/run_campaign.sh or scripts/campaign_cli.py first)") from None
     except ValueError as e:
         raise UserError(f"{path}: unreadable ({e})") from None
     data = rows(manifest, time.time())

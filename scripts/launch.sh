@@ -1,25 +1,33 @@
-# Sourced by the run scripts: sets the array `launch` that starts a Python script on NPROC
-# processes (torchrun, one per GPU) or as one process; DRY_RUN=1 makes it print the command.
-NPROC=${NPROC:-1}
-if [ "$NPROC" -gt 1 ]; then
-    launch=(torchrun --standalone --nproc_per_node "$NPROC")
-else
-    launch=(python)
-fi
-if [ -n "${DRY_RUN:-}" ]; then
-    launch=(echo "${launch[@]}")
-fi
-# The campaign runner's flags (campaign.py) from the environment: GPUS="0 1 2 3" runs one job per
-# listed GPU at a time, JOBS=N runs N CPU processes side by side, EXECUTOR=slurm submits SLURM job
-# arrays through submitit (PARTITION, TIME in minutes, CPUS, MEM, ACCOUNT, QOS), NPROC GPUs per job.
-where=(--nproc "$NPROC")
-for pair in GPUS:gpus JOBS:jobs EXECUTOR:executor PARTITION:partition TIME:time CPUS:cpus_per_task MEM:mem \
-            ACCOUNT:account QOS:qos; do
-    name=${pair%%:*}
-    if [ -n "${!name:-}" ]; then
-        where+=("--${pair#*:}" "${!name}")
+# Sourced by the run scripts: `run_jobs FLAGS...` hands their jobs to the campaign runner
+# (scripts/campaign_cli.py; campaign.py alone builds the python / torchrun command of a job), with
+# these flags from the environment:
+#   NPROC=k          each search and retrain on k GPUs (torchrun; default 1)
+#   GPUS="0 1 2 3"   one job per listed GPU at a time (CUDA_VISIBLE_DEVICES)
+#   JOBS=N           a machine without GPUs: N processes side by side
+#   EXECUTOR=slurm   SLURM job arrays through submitit: PARTITION, TIME (minutes), CPUS, MEM,
+#                    ACCOUNT, QOS (EXECUTOR=submitit_local: the same path as local processes)
+#   CKPT             the searches' run directories (default ckpt)
+#   CAMPAIGN         campaign.json and the jobs' logs (default $CKPT/campaign)
+#   SEARCH_ARGS, RETRAIN_ARGS   more train_search.py / train.py flags for every search / retrain
+#   DRY_RUN=1        print the jobs and their commands, run nothing
+
+# env_flags VAR:flag ...: append `--flag "$VAR"` to the caller's array `flags` for each VAR set.
+env_flags() {
+    local pair name
+    for pair in "$@"; do
+        name=${pair%%:*}
+        if [ -n "${!name:-}" ]; then
+            flags+=("--${pair#*:}" "${!name}")
+        fi
+    done
+}
+
+run_jobs() {
+    local flags=("$@" --nproc "${NPROC:-1}")
+    env_flags GPUS:gpus JOBS:jobs EXECUTOR:executor PARTITION:partition TIME:time CPUS:cpus_per_task MEM:mem \
+        ACCOUNT:account QOS:qos CKPT:ckpt CAMPAIGN:campaign SEARCH_ARGS:search_args RETRAIN_ARGS:retrain_args
+    if [ -n "${DRY_RUN:-}" ]; then
+        flags+=(--dry_run)
     fi
-done
-if [ -n "${DRY_RUN:-}" ]; then
-    where+=(--dry_run)
-fi
+    python scripts/campaign_cli.py "${flags[@]}"
+}

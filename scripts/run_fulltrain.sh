@@ -9,7 +9,8 @@
 #   RUNS="ckpt/search-s1r-*" NPROC=2 bash scripts/run_fulltrain.sh
 #   GPUS="0 1 2 3" bash scripts/run_fulltrain.sh        # 4 at a time, one per GPU (also EXECUTOR=slurm)
 #
-# Through campaign.py: finished trainings are skipped, interrupted ones resumed.
+# Through the campaign runner: finished trainings are skipped, interrupted ones resumed
+# (scripts/launch.sh lists the variables).
 #
 # The larger-space genotypes (3-element genes) are recognised automatically; `--no_restrict` is
 # accepted too, as in the authors' README.
@@ -17,10 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA=${DATA:-../data}
-RUNS=${RUNS:-"ckpt/search-*"}
+RUNS=${RUNS:-"${CKPT:-ckpt}/search-*"}
 EPOCH=${EPOCH:--1}        # which epoch's genotype: -1 = the final one
 SEED=${SEED:-0}
-source scripts/launch.sh   # NPROC, GPUS, JOBS, EXECUTOR, ... as campaign.py flags; DRY_RUN=1 prints only
+source scripts/launch.sh   # run_jobs: NPROC, GPUS, JOBS, EXECUTOR, ...; DRY_RUN=1 prints only
 
 # shellcheck disable=SC2086  # (RUNS is a glob, expanded on purpose)
-python campaign.py --stages retrain --runs $RUNS --epoch "$EPOCH" --retrain_seed "$SEED" --data "$DATA" "${where[@]}"
+run_jobs --stages retrain --runs $RUNS --epoch "$EPOCH" --retrain_seed "$SEED" --data "$DATA"

@@ -13,28 +13,23 @@
 # The authors trained with a global batch of 768 over several GPUs (`--batch_size` is the global
 # batch here; above 256 the learning rate warms up over 5 epochs). The ImageNet folder needs
 # train/ and val/ with one sub-folder per class.
+#
+# Both run through the campaign runner (scripts/launch.sh lists the variables): a selection with
+# its ckpt/selection/selection.json and an ImageNet training with its results.json are skipped,
+# an interrupted training is resumed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGENET=${IMAGENET:-../data/imagenet}
 CIFAR=${CIFAR:-../data}
-NPROC=${NPROC:-8}
-source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
+NPROC=${NPROC:-8}   # GPUs of the ImageNet training (torchrun)
 BATCH=${BATCH:-768}
-run=()
-[ -n "${DRY_RUN:-}" ] && run=(echo)   # DRY_RUN=1: print the commands only
+source scripts/launch.sh   # run_jobs: GPUS, EXECUTOR, ...; DRY_RUN=1 prints only
 
-if [ -z "${BASE_PATH:-}" ]; then
-    "${run[@]}" python scripts/select_genotype.py ckpt/search-* --budgets 20 60 600 --keep 6 1 \
-        --out_dir ckpt/selection --train_args "--dataset cifar10 --data $CIFAR"
-    if [ -n "${DRY_RUN:-}" ]; then
-        BASE_PATH="<selected run>" GENOTYPE_NAME="<selected epoch>"
-    else
-        read -r BASE_PATH GENOTYPE_NAME < <(python -c \
-            "import json; s = json.load(open('ckpt/selection/selection.json')); print(s['run'], s['epoch'])")
-    fi
+if [ -n "${BASE_PATH:-}" ]; then
+    cell=(--stages imagenet --base_path "$BASE_PATH" --genotype_name "${GENOTYPE_NAME:--1}")
+else
+    cell=(--stages select imagenet --runs "${CKPT:-ckpt}"/search-*)
 fi
-
-"${launch[@]}" train_imagenet.py --mode train --auxiliary \
-    --base_path "$BASE_PATH" --genotype_name "${GENOTYPE_NAME:--1}" --data "$IMAGENET" \
-    --batch_size "$BATCH" --sync_bn
+run_jobs "${cell[@]}" --data "$CIFAR" --imagenet_data "$IMAGENET" --imagenet_gpus "$NPROC" \
+    --imagenet_batch_size "$BATCH"

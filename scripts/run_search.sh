@@ -9,8 +9,9 @@
 #   GPUS="0 1 2 3" bash scripts/run_search.sh   # 4 searches at a time, one per GPU
 #   EXECUTOR=slurm PARTITION=gpu TIME=2880 bash scripts/run_search.sh   # SLURM arrays (submitit)
 #
-# The jobs run through campaign.py (the variants' flags are its VARIANTS): finished searches are
-# skipped, interrupted ones resumed; logs and campaign.json in ckpt/campaign/. The variants:
+# The jobs run through the campaign runner (the variants' flags are VARIANTS in
+# scripts/campaign_cli.py): finished searches are skipped, interrupted ones resumed; logs and
+# campaign.json in ckpt/campaign/; scripts/launch.sh lists the other variables. The variants:
 #   s1: first-order Taylor saliency S = -(dL/dbeta) * beta of the search loss;
 #   s2: plus the exact Hessian diagonal term, on about 500 Hessian rows per event;
 #   s1r: the 5 lowest-saliency candidates re-checked by removing each one and measuring the
@@ -32,7 +33,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../data}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"s1 s2 s1r s1r_larger"}
-source scripts/launch.sh   # NPROC, GPUS, JOBS, EXECUTOR, ... as campaign.py flags; DRY_RUN=1 prints only
+source scripts/launch.sh   # run_jobs: NPROC, GPUS, JOBS, EXECUTOR, ...; DRY_RUN=1 prints only
 
 # shellcheck disable=SC2086  # (the lists split into words on purpose)
-python campaign.py --stages search --variants $VARIANTS --seeds $SEEDS --data "$DATA" "${where[@]}"
+run_jobs --stages search --variants $VARIANTS --seeds $SEEDS --data "$DATA"

@@ -10,7 +10,14 @@
 #   NB201_FILE=~/NAS-Bench-201-v1_1-096897.pth NB201_SPLITS=~/NAS-Bench-201/configs/nas-benchmark SPACES=nb201 \
 #       bash scripts/run_search_spaces.sh
 #   STAGE=eval bash scripts/run_search_spaces.sh            # train every finished S1-S4 cell
+#   STAGE="search eval" GPUS="0 1 2 3" bash scripts/run_search_spaces.sh   # each cell as soon as its search ends
 #   NPROC=4 bash scripts/run_search_spaces.sh               # torchrun, 4 processes per run
+#   DRY_RUN=1 bash scripts/run_search_spaces.sh             # the job list
+#
+# The jobs run through the campaign runner, like run_search.sh: finished runs are skipped,
+# interrupted ones resumed; logs and campaign.json in ckpt/campaign/; scripts/launch.sh lists the
+# other variables (GPUS, JOBS, EXECUTOR=slurm, CKPT, ...). STAGE=eval trains the finished searches
+# RUNS (default ckpt/search-s[1-4]_*); STAGE="search eval" trains each S1-S4 cell after its search.
 #
 # Every search runs FP-DARTS-s1r (--sal_type task --num_compare 5); the rest is each space's
 # recipe, the defaults of train_search.py (README, "Other search spaces"):
@@ -37,51 +44,19 @@ DATA=${DATA:-../data}
 SEEDS=${SEEDS:-"0 1 2"}
 SPACES=${SPACES:-"s1 s2 s3 s4 nb201"}
 STAGE=${STAGE:-search}
-NB201_FILE=${NB201_FILE:-}
-NB201_SPLITS=${NB201_SPLITS:-}
-source scripts/launch.sh   # NPROC processes (torchrun) or one; DRY_RUN=1 prints only
+source scripts/launch.sh   # run_jobs: NPROC, GPUS, JOBS, EXECUTOR, ...; DRY_RUN=1 prints only
 
-search() {  # space, data set
-    local space=$1 dataset=$2 flags=()
-    if [ "$space" = nb201 ]; then
-        if [ -n "$NB201_SPLITS" ]; then flags+=(--nb201_splits "$NB201_SPLITS"); fi
-        if [ -n "$NB201_FILE" ]; then flags+=(--nb201_file "$NB201_FILE"); fi
-    fi
-    for seed in $SEEDS; do
-        "${launch[@]}" train_search.py --search_space "$space" --dataset "$dataset" --sal_type task \
-            --num_compare 5 "${flags[@]}" --data "$DATA" --seed "$seed" --task "$seed" \
-            --save "${space}_${dataset}"
-    done
-}
-
-evaluate() {  # a finished S1-S4 search run directory
-    local run=$1 spec dataset layers channels
-    spec=${run##*/search-}; spec=${spec%%-*}; dataset=${spec#*_}
-    case $dataset in
-        cifar10) layers=20; channels=36 ;;
-        *) layers=8; channels=16 ;;
+stages=()
+for stage in $STAGE; do
+    case $stage in
+        search) stages+=(search) ;;
+        eval) stages+=(retrain) ;;
+        *) echo "unknown STAGE '$stage' (search, eval)" >&2; exit 2 ;;
     esac
-    "${launch[@]}" train.py --mode train --cutout --auxiliary --base_dir "$run" --dataset "$dataset" \
-        --data "$DATA" --layers "${LAYERS:-$layers}" --init_channels "${CHANNELS:-$channels}" \
-        --batch_size 96 --seed "${SEED:-0}"
-}
-
-case $STAGE in
-    search)
-        for space in $SPACES; do
-            case $space in
-                s1|s2|s3|s4) datasets=${DATASETS:-"cifar10 cifar100 svhn"} ;;
-                nb201) datasets=${DATASETS:-"cifar10 cifar100 imagenet16"} ;;
-                *) echo "unknown space '$space' (s1 s2 s3 s4 nb201)" >&2; exit 2 ;;
-            esac
-            for dataset in $datasets; do
-                search "$space" "$dataset"
-            done
-        done ;;
-    eval)
-        for run in ${RUNS:-ckpt/search-s[1-4]_*}; do
-            [ -f "$run/genotype.json" ] || { echo "skipping $run: the search has not finished" >&2; continue; }
-            evaluate "$run"
-        done ;;
-    *) echo "unknown STAGE '$STAGE' (search, eval)" >&2; exit 2 ;;
-esac
+done
+# shellcheck disable=SC2086  # (the lists split into words on purpose, RUNS is a glob)
+flags=(--stages "${stages[@]}" --spaces $SPACES --seeds $SEEDS --data "$DATA" --retrain_seed "${SEED:-0}")
+if [ -n "${DATASETS:-}" ]; then flags+=(--datasets $DATASETS); fi
+if [[ " ${stages[*]} " != *" search "* ]]; then flags+=(--runs ${RUNS:-${CKPT:-ckpt}/search-s[1-4]_*}); fi
+env_flags NB201_SPLITS:nb201_splits NB201_FILE:nb201_file LAYERS:layers CHANNELS:init_channels
+run_jobs "${flags[@]}"

@@ -70,16 +70,17 @@ def candidates(runs: list[str], names: list[int]) -> list[dict]:
 
 
 def retrain(candidate: dict, epochs: int, args: argparse.Namespace, out_dir: Path) -> dict:
-    """Train one candidate for `epochs` with train.py (a process of its own, in this folder) on
-    the held-out split; the results.json of the run directory it made."""
+    """Train one candidate for `epochs` with train.py (a process of its own, started in the current
+    directory) on the held-out split; the results.json of the run directory it made."""
     argv = ["--save", candidate["name"], "--base_dir", candidate["run"],
             "--genotype_names", str(candidate["epoch"]),
             "--epochs", str(epochs), "--val_portion", str(args.val_portion), "--no_test",
             "--seed", str(args.seed), "--out_dir", str(out_dir), *shlex.split(args.train_args)]
-    pattern = f"{rundir.EVAL}-{candidate['name']}-*"  # (a rerun finds the runs of the last one here)
-    before = set(out_dir.glob(pattern))
+    # Its run directory is the new one: a rerun of the selection finds the last one's there too.
+    before = set(rundir.find(out_dir, rundir.EVAL, candidate["name"]))
     code = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv]).returncode
-    made = [d for d in out_dir.glob(pattern) if d not in before and (d / rundir.RESULTS).is_file()]
+    made = [d for d in rundir.find(out_dir, rundir.EVAL, candidate["name"])
+            if d not in before and (d / rundir.RESULTS).is_file()]
     if code or len(made) != 1:
         raise UserError(f"train.py failed on {candidate['name']} ({candidate['run']}, epoch "
                         f"{candidate['epoch']}) with exit code {code}: {shlex.join(argv)}")
@@ -124,9 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "valid_top1": best["valid_top1"], "val_portion": args.val_portion, "rounds": rounds,
                  "train_imagenet": f"--base_path {best['run']} --genotype_name {best['epoch']}",
                  "train": f"--base_dir {best['run']} --genotype_names {best['epoch']}"}
-    write_json(Path(args.out_dir) / "selection.json", selection)
+    write_json(Path(args.out_dir) / rundir.SELECTION, selection)
     log.info("selected %s, epoch %d (validation top-1 %.2f%%); written to %s", best["run"], best["epoch"],
-             best["valid_top1"], Path(args.out_dir) / "selection.json")
+             best["valid_top1"], Path(args.out_dir) / rundir.SELECTION)
     print(f"python train_imagenet.py --mode train --auxiliary {selection['train_imagenet']}")
     print(f"python train.py --mode train --cutout --auxiliary {selection['train']}")
     return selection

@@ -1,6 +1,7 @@
-"""The campaign runner (campaign.py, scripts/run_campaign.sh, scripts/campaign_status.py) on tiny
-digits searches and retrains: JOBS=2 runs two jobs at once and never more, each retrain after its
-search; a second run skips everything; a SIGKILLed campaign resumes its search; a failing job is
+"""The campaign runner (campaign.py, scripts/campaign_cli.py, scripts/run_campaign.sh,
+scripts/run_search_spaces.sh, scripts/campaign_status.py) on tiny digits searches and retrains:
+JOBS=2 runs two jobs at once and never more, each retrain after its search; a second run skips
+everything (run_search_spaces.sh's too); a SIGKILLed campaign resumes its search; a failing job is
 reported without stopping the others; submitit's local executor runs the same campaign; DRY_RUN
 prints the jobs and the SLURM arrays' headers."""
 import json
@@ -20,12 +21,12 @@ RETRAIN = ("--dataset digits --epochs 1 --batch_size 64 --init_channels 4 --laye
            "--report_freq 100")
 
 
-def run_campaign(ckpt, check=True, **env):
-    """scripts/run_campaign.sh with the tiny settings, its searches and logs under `ckpt`."""
-    env = dict(os.environ, CKPT=str(ckpt), SEARCH_ARGS=SEARCH, RETRAIN_ARGS=RETRAIN, OMP_NUM_THREADS="1",
-               VARIANTS="s1", **env)
+def run_campaign(ckpt, check=True, script="run_campaign.sh", **env):
+    """scripts/run_campaign.sh (or `script`) with the tiny settings, its searches and logs under `ckpt`."""
+    env = {**os.environ, "CKPT": str(ckpt), "SEARCH_ARGS": SEARCH, "RETRAIN_ARGS": RETRAIN,
+           "OMP_NUM_THREADS": "1", "VARIANTS": "s1", **env}
     env.pop("OMP_NUM_THREADS") if env.get("JOBS") else None  # (the runner shares the cores out itself)
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "run_campaign.sh")], env=env, capture_output=True,
+    result = subprocess.run(["bash", str(ROOT / "scripts" / script)], env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0 or not check, result.stdout + result.stderr
     return result
@@ -61,12 +62,26 @@ def test_two_jobs_at_a_time_in_order_then_all_skipped(tmp_path):
     assert status.count("skipped") == 5 and "retrain-search-s1-seed1" in status  # four rows and the count
 
 
+def test_run_search_spaces_runs_through_the_runner(tmp_path):
+    # An S2 search on digits and the retrain of its cell after it; a second call skips both.
+    ckpt, env = tmp_path / "ckpt", dict(SPACES="s2", DATASETS="digits", SEEDS="0", STAGE="search eval",
+                                        SEARCH_ARGS=SEARCH + " --num_compare 2 --iter_compare 0")
+    run_campaign(ckpt, script="run_search_spaces.sh", **env)
+    jobs = manifest(ckpt)
+    search, retrain = jobs["search-s2_digits-seed0"], jobs["retrain-search-s2_digits-seed0"]
+    assert search["state"] == retrain["state"] == "done" and retrain["started"] >= search["ended"]
+    assert Path(search["run_dir"]).name.startswith("search-s2_digits-")
+    assert retrain["run_dir"].startswith(search["run_dir"] + "/eval-")
+    again = run_campaign(ckpt, script="run_search_spaces.sh", **env)
+    assert again.stdout.count(" skipped  ") == 2 and "started" not in again.stdout
+
+
 def test_a_killed_campaign_resumes_and_a_failed_job_does_not_stop_the_others(tmp_path, search_runs):
     # A failing retrain (a corrupt genotype) beside a good one, on two "GPUs": reported, not fatal.
     good, broken = (shutil.copytree(search_runs["restricted"], tmp_path / name) for name in ("good", "broken"))
     for path in (broken / "results_of_7q" / "genotype").iterdir():
         path.write_text("{")
-    result = run_cli("campaign.py", "--stages", "retrain", "--runs", good, broken, "--gpus", "4 7",
+    result = run_cli("scripts/campaign_cli.py", "--stages", "retrain", "--runs", good, broken, "--gpus", "4 7",
                      "--retrain_args", RETRAIN, "--ckpt", tmp_path / "ckpt", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "1 of 2 jobs did not finish: retrain-broken failed (exit 2, log " in result.stderr
@@ -76,8 +91,9 @@ def test_a_killed_campaign_resumes_and_a_failed_job_does_not_stop_the_others(tmp
     assert "genotype" in open(jobs["retrain-broken"]["stderr"]).read()
 
     # A search killed (runner and job, SIGKILL) after its first checkpoints is resumed by a rerun.
-    argv = [sys.executable, str(ROOT / "campaign.py"), "--stages", "search", "--variants", "s1", "--seeds", "9",
-            "--ckpt", str(tmp_path / "ckpt2"), "--search_args", SEARCH.replace("--epochs 3", "--epochs 8")]
+    argv = [sys.executable, str(ROOT / "scripts" / "campaign_cli.py"), "--stages", "search", "--variants", "s1",
+            "--seeds", "9", "--ckpt", str(tmp_path / "ckpt2"),
+            "--search_args", SEARCH.replace("--epochs 3", "--epochs 8")]
     runner = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "ckpt2").glob("search-*/results_of_7q/alpha/2.txt")):
@@ -127,7 +143,7 @@ def test_bad_settings_are_refused_in_one_line(tmp_path):
     for flags, message in ((["--gpus", "0", "--executor", "slurm"], "--gpus is for --executor machine"),
                            (["--gpus", "0 1", "--nproc", "4"], "a job asks for 4 GPUs but --gpus lists 2"),
                            (["--stages", "retrain"], "--stages without search need --runs")):
-        result = run_cli("campaign.py", *flags, check=False)
+        result = run_cli("scripts/campaign_cli.py", *flags, check=False)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
     result = run_cli("scripts/campaign_status.py", tmp_path, check=False)
     assert result.returncode == 2 and "no campaign here" in result.stderr

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import campaign
 import nasbench201
 import train
 import train_imagenet
@@ -28,10 +27,9 @@ def load_script(name: str):
 
 SCRIPTS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet,
            "train_nb201.py": train_nb201, "nasbench201.py": nasbench201, "visualize.py": visualize,
-           "campaign.py": campaign,
            **{f"scripts/{n}.py": load_script(f"scripts/{n}.py")
               for n in ("select_genotype", "collect_results", "make_imagenet_subset", "plot_search",
-                        "campaign_status")}}
+                        "campaign_status", "campaign_cli")}}
 
 
 def readme_commands():

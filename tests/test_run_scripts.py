@@ -1,5 +1,6 @@
 """The paper's run scripts (scripts/run_*.sh) launch commands that the scripts accept: run with
-DRY_RUN=1, they print their commands, which are parsed here with the real parsers."""
+DRY_RUN=1, they print the campaign runner's jobs and their commands, which are parsed here with the
+real parsers; run_search_spaces.sh's retrains come after their searches."""
 import os
 import re
 import shlex
@@ -17,12 +18,16 @@ SPACE_DATASETS = {"s1": "cifar10 cifar100 svhn", "s2": "cifar10 cifar100 svhn", 
                   "s4": "cifar10 cifar100 svhn", "nb201": "cifar10 cifar100 imagenet16"}
 
 
+def printed(script: str, **env) -> str:
+    """What `script` prints with DRY_RUN=1: the campaign runner's jobs and their commands."""
+    return subprocess.run(["bash", str(ROOT / "scripts" / script)], env=dict(os.environ, DRY_RUN="1", **env),
+                          capture_output=True, text=True, check=True).stdout
+
+
 def dry_run(script: str, **env) -> list[list[str]]:
     """The commands `script` would run, each as [script name, flags...] (launcher dropped)."""
-    out = subprocess.run(["bash", str(ROOT / "scripts" / script)], env=dict(os.environ, DRY_RUN="1", **env),
-                         capture_output=True, text=True, check=True).stdout
     commands = []
-    for line in out.splitlines():
+    for line in printed(script, **env).splitlines():
         argv = shlex.split(re.sub(r"^(torchrun .*?|python )(\S+\.py)", r"\2", line))
         if argv and argv[0] in PARSERS:
             PARSERS[argv[0]].build_parser().parse_args(argv[1:])  # exits (fails the test) if refused
@@ -84,3 +89,35 @@ def test_run_search_spaces_evaluates_in_robustdarts_sizes(tmp_path):
     assert [(a.dataset, a.layers, a.init_channels, a.cutout, a.auxiliary) for a in sizes.values()] == [
         ("cifar10", 20, 36, True, True), ("svhn", 8, 16, True, True), ("cifar100", 8, 16, True, True)]
     assert list(sizes) == runs[:3]
+
+
+def jobs_of(script: str, **env) -> dict[str, str]:
+    """{job: the jobs it comes after} as the campaign runner prints them with DRY_RUN=1."""
+    header = r"^# (\S+) \(\d+ GPUs?(?: after (.*?))?\): start$"
+    return dict(re.findall(header, printed(script, **env), flags=re.M))
+
+
+def test_run_search_spaces_goes_through_the_runner():
+    env = dict(STAGE="search eval", SPACES="s2 nb201", DATASETS="cifar100", SEEDS="0 1")
+    assert jobs_of("run_search_spaces.sh", **env) == {  # each S1-S4 cell trained after its search
+        "search-s2_cifar100-seed0": "", "search-s2_cifar100-seed1": "", "search-nb201_cifar100-seed0": "",
+        "search-nb201_cifar100-seed1": "", "retrain-search-s2_cifar100-seed0": "search-s2_cifar100-seed0",
+        "retrain-search-s2_cifar100-seed1": "search-s2_cifar100-seed1"}
+    commands = dry_run("run_search_spaces.sh", **env, LAYERS="20", CHANNELS="36")
+    args = train.build_parser().parse_args(commands[-1][1:])
+    assert (args.dataset, args.layers, args.init_channels, args.genotype_names) == ("cifar100", 20, 36, [-1])
+    on_two = printed("run_search_spaces.sh", NPROC="2", SPACES="s1", DATASETS="svhn", SEEDS="0").splitlines()
+    assert on_two[1].startswith("torchrun --standalone --nproc_per_node 2 train_search.py --search_space s1 ")
+
+
+def test_run_fulltrain_imagenet_selects_among_the_finished_searches_first(tmp_path):
+    for name in ("search-s1-20240101-000000-task0", "search-s2-20240101-000000-task0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "genotype.json").write_text("{}")
+    (tmp_path / "search-s1r-20240101-000000-task0").mkdir()  # not finished: left out
+    assert jobs_of("run_fulltrain_imagenet.sh", CKPT=str(tmp_path)) == {"select": "", "imagenet": "select"}
+    out = printed("run_fulltrain_imagenet.sh", CKPT=str(tmp_path))
+    (select,) = [shlex.split(line) for line in out.splitlines() if "select_genotype.py" in line]
+    assert select[2:4] == [str(tmp_path / "search-s1-20240101-000000-task0"),
+                           str(tmp_path / "search-s2-20240101-000000-task0")]
+    assert select[select.index("--out_dir") + 1] == str(tmp_path / "selection")
