@@ -14,8 +14,8 @@ import distributed
 import rundir
 import timing
 import utils
-from data import holdout_split, make_loader, transforms
 from architectures import GENOTYPE_FORMAT, ArchFormat
+from data import holdout_split, make_loader, transforms
 from visualize import GraphvizMissing, draw
 
 log = utils.logger

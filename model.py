@@ -9,7 +9,15 @@ from torch import Tensor
 from architectures import NB201_ENDPOINTS, parse_nb201_arch
 from genotypes import Genotype, cell_edges
 from operations import (
-    NB201_OPS, OPS, FactorizedReduce, Identity, ReLUConvBN, ResNetBasicblock, Zero, darts_layers, drop_path,
+    NB201_OPS,
+    OPS,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    ResNetBasicblock,
+    Zero,
+    darts_layers,
+    drop_path,
     nb201_layers,
 )
 

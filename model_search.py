@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from operations import (
-    NB201_OPS, OPS, FactorizedReduce, ReLUConvBN, ResNetBasicblock, darts_layers, drop_path, nb201_layers,
+    NB201_OPS,
+    OPS,
+    FactorizedReduce,
+    ReLUConvBN,
+    ResNetBasicblock,
+    darts_layers,
+    drop_path,
+    nb201_layers,
 )
 from search_spaces import DartsCellSpace, NB201Space, SearchSpace, edge_endpoints, get_space
 

@@ -20,14 +20,14 @@ import nasbench201
 import rundir
 import timing
 import utils
+from architect import Architect
 from audit import RULES
 from data import make_loader
-from splits import SPLITS_WHERE, search_data
 from fileio import read_jsonl
-from architect import Architect
 from model_search import Supernet
 from saliency import Pruner, PruneSchedule
 from search_spaces import recipe_values
+from splits import SPLITS_WHERE, search_data
 from visualize import GraphvizMissing, draw
 
 log = utils.logger

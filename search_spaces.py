@@ -11,11 +11,19 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from architectures import GENOTYPE_FORMAT, NB201_ENDPOINTS, NB201_FORMAT, NB201_OPS, ArchFormat, nb201_arch_str
+from architectures import (
+    GENOTYPE_FORMAT,
+    NB201_ENDPOINTS,
+    NB201_FORMAT,
+    NB201_OPS,
+    ArchFormat,
+    nb201_arch_str,
+)
 from fileio import atomic_write
 from genotypes import PRIMITIVES, Genotype
 

@@ -10,7 +10,6 @@ import math
 import os
 import random
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path

@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import rundir  # noqa: E402
+
 # 4 events per epoch: 3-node cells (9 edges x 3 ops = 27 -> 6 live ops per cell) take 21 events,
 # 4-node cells (42 -> 8) 34.
 TINY = ["--search_space", "s3", "--dataset", "digits", "--subset", "128", "--batch_size", "16",

@@ -40,9 +40,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
 from fileio import atomic_write  # noqa: E402
 from nasbench201 import METRICS  # noqa: E402
+from rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
 
 log = logging.getLogger("collect_results")
 

@@ -3,9 +3,9 @@ noise op, the pruning rules with `none` (S3) and one op per edge (NAS-Bench-201)
 architecture strings and the NAS-Bench-201 evaluation network."""
 import pytest
 import torch
+from conftest import prune_randomly
 
 import saliency as S
-from conftest import prune_randomly
 from architectures import NB201_OPS as NB201_NAMES
 from architectures import nb201_arch_str, parse_nb201_arch
 from genotypes import GenotypeError, validate
