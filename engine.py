@@ -150,8 +150,10 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         seconds = timer.lap()  # the epoch's (its checkpoint counts in the next epoch's files)
         log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
         log.info("epoch %d time: %s", epoch, timing.summary(seconds))
+        peaks = timer.memory_lap()
+        log.info("epoch %d memory (%s): %s", epoch, timer.memory.kind, timing.memory_text(peaks))
         scalars = {**{k.replace("_", "/", 1): v for k, v in row.items() if k != "epoch"},
-                   **{f"time/{k}": v for k, v in seconds.items()}}
+                   **{f"time/{k}": v for k, v in seconds.items()}, **{f"memory/{k}": v for k, v in peaks.items()}}
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, epoch)
         history.append(row)
@@ -318,6 +320,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "genotype": fmt.to_dict(genotype), "seed": args.seed,
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0),
                "time_seconds": distributed.broadcast(dict(timer.total)),  # rank 0's, as in results.json
+               "memory": distributed.broadcast(timer.memory_summary()),
                "device": str(device),
                "world_size": world.world_size, "checkpoint": str(run_dir / rundir.CHECKPOINT),
                "run_dir": str(run_dir)}

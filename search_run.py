@@ -285,6 +285,9 @@ def end_epoch(run: Search, epoch: int, lr: float, train: dict):
         genotype = model.genotype(not args.no_restrict, args.num_kept_max)
         log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
         log.info("genotype = %s", genotype)
+        # The epoch's peak memory per phase (MB): in the log, TensorBoard and results.json, not in
+        # results.csv, which stays a function of the seed (a resumed search's is identical).
+        peaks = run.timer.memory_lap()
         row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
         if model.space.has_benchmark:  # the cell, a key of the benchmark, in results.csv
             row["arch_str"] = genotype
@@ -298,14 +301,15 @@ def end_epoch(run: Search, epoch: int, lr: float, train: dict):
     # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
     seconds = run.timer.lap()
     log.info("epoch %d time: %s", epoch, timing.summary(seconds))
+    log.info("epoch %d memory (%s): %s", epoch, timer.memory.kind, timing.memory_text(peaks))
     with timer("files"):
-        write_scalars(run, epoch, lr, train, valid, row, seconds)
+        write_scalars(run, epoch, lr, train, valid, row, seconds, peaks)
     save_state(run, epoch, None)
     return genotype, valid
 
 
 def write_scalars(run: Search, epoch: int, lr: float, train: dict, valid: dict, row: dict,
-                  seconds: dict) -> None:
+                  seconds: dict, peaks: dict) -> None:
     """The epoch's TensorBoard scalars (rank 0)."""
     model, pruner = run.model, run.pruner
     if run.world.is_main:
@@ -313,21 +317,12 @@ def write_scalars(run: Search, epoch: int, lr: float, train: dict, valid: dict, 
                    "valid/top1": valid["top1"], "lr": lr,
                    **{f"live_ops/{t}": n for t, n in zip(model.space.cell_types, pruner.live_ops())},
                    **{f"nb201/{k}": v for k, v in row.items() if k in nasbench201.KEYS},
-                   **{f"time/{k}": v for k, v in seconds.items()}}
+                   **{f"time/{k}": v for k, v in seconds.items()},
+                   **{f"memory/{k}": v for k, v in peaks.items()}}
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
         for t, b, m in zip(model.space.cell_types, model.betas().detach().cpu(), pruner.model.masks()):
-            run.writer.add_image(f"beta/{t}", beta_image(b, m.cpu()), epoch)
-
-
-def beta_image(betas: torch.Tensor, mask: torch.Tensor, scale: int = 12) -> torch.Tensor:
-    """An (edges, n_ops) mixing-weight heatmap as a (3, H, W) image for TensorBoard: white (0) to
-    dark blue (the largest weight), pruned entries red; each entry `scale` pixels square."""
-    level = (betas / betas.max().clamp_min(1e-12)).unsqueeze(0)  # (1, edges, n_ops)
-    white, blue, red = (torch.tensor(c, dtype=torch.float32).view(3, 1, 1)
-                        for c in ((1.0, 1.0, 1.0), (0.03, 0.19, 0.42), (0.85, 0.2, 0.2)))
-    image = torch.where(mask.unsqueeze(0), white + (blue - white) * level, red)  # (3, edges, n_ops)
-    return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+            run.writer.add_image(f"beta/{t}", utils.beta_image(b, m.cpu()), epoch)
 
 
 def write_summary(run_dir) -> None:
@@ -367,6 +362,7 @@ def finish(run: Search, genotype, valid: dict) -> dict:
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
                "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
+               "memory": distributed.broadcast(run.timer.memory_summary()),
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
                "recipe": recipe_values(args), "data_split": run.data_split,
                "audit": audit.summary(read_jsonl(run_dir / rundir.AUDIT)) if run.world.is_main else None}

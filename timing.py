@@ -1,10 +1,14 @@
-"""Where a run's time goes: wall seconds per phase (architecture steps, weight steps, saliency,
-validation, ...), per epoch and in total, and the rates and ETAs of the progress lines."""
+"""Where a run's time and memory go: wall seconds and peak memory per phase (architecture steps,
+weight steps, saliency, validation, ...), per epoch and in total, and the rates and ETAs of the
+progress lines."""
 from __future__ import annotations
 
+import re
+import resource
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -19,27 +23,69 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+class PeakMemory:
+    """The peak memory of a stretch of code, in MB: on CUDA, the device's `max_memory_allocated`
+    (and `max_memory_reserved`); on a CPU, the process's peak resident set size (Linux: VmHWM,
+    which `reset` clears; elsewhere the peak since the process started)."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device if device is not None and device.type == "cuda" else None
+        self.kind = "cuda_allocated" if self.device else "cpu_rss"
+        self._proc = Path("/proc/self/clear_refs").exists() and Path("/proc/self/status").exists()
+
+    def reset(self) -> None:
+        if self.device is not None:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self._proc:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            except OSError:
+                self._proc = False
+
+    def peak(self) -> tuple[float, float | None]:
+        """(peak since `reset`, peak reserved on CUDA or None) in MB."""
+        if self.device is not None:
+            return (torch.cuda.max_memory_allocated(self.device) / 2**20,
+                    torch.cuda.max_memory_reserved(self.device) / 2**20)
+        if self._proc:
+            found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+            if found:
+                return int(found.group(1)) / 1024, None
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None  # (Linux: kB)
+
+
 class PhaseTimer:
-    """Wall seconds per phase: `with timer("weight"): ...` adds the block's time to its phase.
+    """Wall seconds and peak memory per phase: `with timer("weight"): ...` adds the block's time
+    to its phase and raises the phase's peak to the block's.
 
     On CUDA the block ends with a synchronize, so asynchronous kernels are charged to the phase
-    that launched them. Phases must not nest. `total` survives a resume through `state_dict`.
+    that launched them. Phases must not nest. `total` and `peak` survive a resume through
+    `state_dict`.
     """
 
     def __init__(self, device: torch.device | None = None):
         self.total: dict[str, float] = {}
         self.mark: dict[str, float] = {}  # `total` when the last `lap` was taken
+        self.peak: dict[str, float] = {}  # MB, over the whole run
+        self.peak_reserved: dict[str, float] = {}  # MB, CUDA only
+        self.lap_peak: dict[str, float] = {}  # MB, since the last `lap`
+        self.memory = PeakMemory(device)
         self._cuda = device is not None and device.type == "cuda"
 
     @contextmanager
     def __call__(self, phase: str):
         start = time.perf_counter()
+        self.memory.reset()
         try:
             yield
         finally:
             if self._cuda:
                 torch.cuda.synchronize()
             self.total[phase] = self.total.get(phase, 0.0) + time.perf_counter() - start
+            used, reserved = self.memory.peak()
+            for peaks, value in ((self.peak, used), (self.lap_peak, used), (self.peak_reserved, reserved)):
+                if value is not None:
+                    peaks[phase] = max(peaks.get(phase, 0.0), value)
 
     def lap(self) -> dict[str, float]:
         """Seconds per phase since the last lap (or the start), e.g. an epoch's; phases that took
@@ -47,6 +93,18 @@ class PhaseTimer:
         seconds = {k: v - self.mark.get(k, 0.0) for k, v in self.total.items() if v != self.mark.get(k, 0.0)}
         self.mark = dict(self.total)
         return seconds
+
+    def memory_lap(self) -> dict[str, float]:
+        """Peak MB per phase since the last `memory_lap` (or the start), e.g. an epoch's."""
+        peaks, self.lap_peak = self.lap_peak, {}
+        return peaks
+
+    def memory_summary(self) -> dict:
+        """The run's peaks for results.json: the kind of memory, MB per phase and over all."""
+        out = {"kind": self.memory.kind, "peak_MB": dict(self.peak), "max_MB": max(self.peak.values(), default=0.0)}
+        if self.peak_reserved:
+            out["peak_reserved_MB"] = dict(self.peak_reserved)
+        return out
 
     def iterate(self, iterable: Iterable, phase: str = "data") -> Iterator:
         """`iterable`, with the time spent producing each item charged to `phase`."""
@@ -60,10 +118,19 @@ class PhaseTimer:
             yield item
 
     def state_dict(self) -> dict:
-        return {"total": dict(self.total), "mark": dict(self.mark)}
+        return {"total": dict(self.total), "mark": dict(self.mark), "peak": dict(self.peak),
+                "peak_reserved": dict(self.peak_reserved)}
 
     def load_state_dict(self, state: dict) -> None:
         self.total, self.mark = dict(state["total"]), dict(state["mark"])
+        # (checkpoints from before the memory accounting have no peaks)
+        self.peak, self.peak_reserved = dict(state.get("peak", {})), dict(state.get("peak_reserved", {}))
+
+
+def memory_text(peaks: dict[str, float]) -> str:
+    """'weight 812 MB, arch 640 MB, ...; peak 812 MB'."""
+    parts = ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items())
+    return f"{parts}; peak {max(peaks.values(), default=0.0):.0f} MB"
 
 
 def summary(seconds: dict[str, float]) -> str:

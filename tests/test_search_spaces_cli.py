@@ -173,6 +173,7 @@ def test_nb201_search_ends_with_one_op_per_edge_and_its_benchmark_figures(search
     (run,) = list(ref.glob("nb201-*"))
     result = json.loads((run / "results.json").read_text())
     assert result["genotype"] == {"arch_str": arch} and result["dataset"] == "imagenet16"
+    assert result["memory"]["max_MB"] > 0 and "train" in result["memory"]["peak_MB"]
     args = json.loads((run / "args.json").read_text())
     assert args["nesterov"] and args["weight_decay"] == 5e-4 and not args["auxiliary"]
     evaluated = run_cli("train_nb201.py", "--mode", "eval", "--model_path", result["checkpoint"],

@@ -1,9 +1,11 @@
-"""Time accounting: the phase timer, the ETA arithmetic, and that a real search's and a real
-training run's phases add up to their wall time, with progress lines giving rates and ETAs."""
+"""Time and memory accounting: the phase timer, the ETA arithmetic, that a real search's and a
+real training run's phases add up to their wall time, with progress lines giving rates and ETAs,
+and the peak memory of their phases."""
 import json
 import time
 
 import pytest
+import torch
 from conftest import run_cli
 
 import timing
@@ -48,7 +50,31 @@ def test_search_phases_add_up_to_its_wall_time(search_runs):
 
     (events,) = (run_dir / "tb").glob("events.out.tfevents.*")
     tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
-    assert {"time/arch", "time/weight", "time/saliency"} <= set(tags)
+    assert {"time/arch", "time/weight", "time/saliency", "memory/weight", "memory/saliency"} <= set(tags)
+
+
+def test_search_reports_its_peak_memory(search_runs):
+    """Per phase and epoch in the log and TensorBoard, per phase over the run in results.json (the
+    process's RSS on a CPU)."""
+    run_dir = search_runs["restricted"]
+    memory = json.loads((run_dir / "results.json").read_text())["memory"]
+    assert memory["kind"] == "cpu_rss" and {"arch", "weight", "saliency", "validation"} <= set(memory["peak_MB"])
+    assert all(v > 0 for v in memory["peak_MB"].values()) and memory["max_MB"] == max(memory["peak_MB"].values())
+    assert "epoch 2 memory (cpu_rss): " in (run_dir / "log.txt").read_text()
+
+
+def test_peak_memory_of_a_phase_sees_its_allocations():
+    timer = timing.PhaseTimer(torch.device("cpu"))
+    with timer("small"):
+        pass
+    with timer("big"):
+        block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        del block
+    peaks = timer.memory_lap()
+    assert peaks["big"] >= peaks["small"] + 32 and timer.memory_lap() == {}
+    again = timing.PhaseTimer()
+    again.load_state_dict({"total": {}, "mark": {}})  # a checkpoint from before the memory accounting
+    assert again.peak == {}
 
 
 def test_training_phases_add_up_and_progress_lines_give_etas(tmp_path):

@@ -26,6 +26,9 @@ def check_results(run_dir, network, image_size):
     for key in ("final_test_top1", "final_test_top5", "params_M", "multadds_M", "genotype_source",
                 "seed", "wall_time_seconds", "device"):
         assert key in results, key
+    memory = results["memory"]  # the peak memory of each phase (the process's RSS on a CPU)
+    assert memory["kind"] == "cpu_rss" and {"train", "eval"} <= set(memory["peak_MB"])
+    assert all(v > 0 for v in memory["peak_MB"].values()) and memory["max_MB"] == max(memory["peak_MB"].values())
     genotype = genotype_from_dict(results["genotype"], "results.json")
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     model = network(state["args"]["init_channels"], len(state["model"]["classifier.bias"]),
