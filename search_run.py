@@ -212,6 +212,7 @@ def resume(run: Search, state: dict) -> tuple[int, int]:
         start_epoch(run, epoch, skip=first)
     utils.restore_rng(state["rng"], run.world, run.args.seed)  # last: skipping batches drew randomness
     log.info("resuming %s at epoch %d, step %d", run.dir, epoch, first)
+    run.state = None  # (the checkpoint's tensors need not live on for the rest of the search)
     return epoch, first
 
 

@@ -4,7 +4,7 @@ progress lines."""
 from __future__ import annotations
 
 import re
-import resource
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,7 +51,9 @@ class PeakMemory:
             found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
             if found:
                 return int(found.group(1)) / 1024, None
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None  # (Linux: kB)
+        import resource  # (not on Windows; only where /proc is missing)
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), None
 
 
 class PhaseTimer:

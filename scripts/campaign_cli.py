@@ -183,20 +183,20 @@ def dry_run(jobs: list[campaign.Job], args: argparse.Namespace) -> None:
     for job in jobs:
         what, argv, run_dir = campaign.plan(job, done)
         after = f" after {', '.join(job.after)}" if job.after else ""
-        print(f"# {job.name} ({job.gpus} GPU{'s' if job.gpus > 1 else ''}{after}): "
-              + (f"finished in {run_dir}, skipped" if what == "skip" else what))
+        sys.stdout.write(f"# {job.name} ({job.gpus} GPU{'s' if job.gpus > 1 else ''}{after}): "
+                         + (f"finished in {run_dir}, skipped" if what == "skip" else what) + "\n")
         if argv:
-            print(shlex.join(campaign.command(job, argv, shown=True)))
+            sys.stdout.write(shlex.join(campaign.command(job, argv, shown=True)) + "\n")
     if args.executor == "slurm":
         from submitit.slurm.slurm import _make_sbatch_string
 
         for group in dict.fromkeys(j.group for j in jobs):
             members = [j for j in jobs if j.group == group]
             params = slurm(args).parameters(group, members[0].gpus, len(members))
-            print(f"# sbatch header of the array {group}:")
+            sys.stdout.write(f"# sbatch header of the array {group}:\n")
             header = _make_sbatch_string(command="<submitit's job runner>", map_count=len(members),
                                          folder=str(campaign_folder(args) / "submitit" / "%j"), **params)
-            print(header.split("# command")[0].strip())
+            sys.stdout.write(header.split("# command")[0].strip() + "\n")
 
 
 def campaign_folder(args: argparse.Namespace) -> Path:

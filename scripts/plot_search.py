@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         written = plots.write_summary(args.run_dir, args.out or Path(args.run_dir) / "plots")
     else:
         written = plots.write_all(args.run_dir, args.out)
-    for path in written:
-        print(path)
+    sys.stdout.writelines(f"{path}\n" for path in written)  # the command's output
     return written
 
 
