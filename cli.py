@@ -33,11 +33,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable, argv: list[str] | None = None, *, errors: tuple = (OSError,),
-            cleanup: Callable[[], None] | None = None):
+            succeeded: Callable[[], None] | None = None, cleanup: Callable[[], None] | None = None):
     """Call a script's `main`; a UserError (or one of `errors`) becomes one line on stderr and
-    exit code 2. `cleanup` runs in every case."""
+    exit code 2. `succeeded` runs after `main` returned (not after an error), `cleanup` in every
+    case."""
     try:
-        return main(argv)
+        result = main(argv)
+        if succeeded is not None:
+            succeeded()
+        return result
     except (UserError, *errors) as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)

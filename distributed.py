@@ -62,6 +62,13 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def wait_for_all() -> None:
+    """A barrier: every process has got here (before leaving the group after a run that
+    succeeded everywhere, so that no process tears gloo down under one still using it)."""
+    if _active():
+        dist.barrier()
+
+
 def _active() -> bool:
     return dist.is_initialized() and dist.get_world_size() > 1
 

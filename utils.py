@@ -34,7 +34,8 @@ def run_cli(main, argv: list[str] | None = None):
     from data import DatasetMissing
     from genotypes import GenotypeError
 
-    return cli.run_cli(main, argv, errors=(GenotypeError, DatasetMissing), cleanup=distributed.shutdown)
+    return cli.run_cli(main, argv, errors=(GenotypeError, DatasetMissing), succeeded=distributed.wait_for_all,
+                       cleanup=distributed.shutdown)
 
 
 # ---------------------------------------------------------------- environment
