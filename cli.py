@@ -1,5 +1,6 @@
 """Command-line plumbing without heavy imports (the helper scripts in scripts/ start fast): user
-errors reported as one line, and argparse with defaults in --help and one-line errors."""
+errors reported as one line, argparse with defaults in --help and one-line errors, and plain
+text for people (durations, tables)."""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_cli(main: Callable, argv: list[str] | None = None, *, errors: tuple = (OSError,),
             succeeded: Callable[[], None] | None = None, cleanup: Callable[[], None] | None = None):
     """Call a script's `main`; a UserError (or one of `errors`) becomes one line on stderr and
-    exit code 2. `succeeded` runs after `main` returned (not after an error), `cleanup` in every
+    exit code 2 (or the error's `exit_code`). `succeeded` runs after `main` returned (not after an error), `cleanup` in every
     case."""
     try:
         result = main(argv)
@@ -44,7 +45,23 @@ def run_cli(main: Callable, argv: list[str] | None = None, *, errors: tuple = (O
         return result
     except (UserError, *errors) as e:
         sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))  # (out of memory: 3)
     finally:
         if cleanup is not None:
             cleanup()
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 3m05s, 2h07m."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of text (the first a header) as aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows) + "\n"

@@ -31,6 +31,10 @@ IMAGENET16_MEAN = tuple(x / 255 for x in (122.68, 116.66, 104.01))
 IMAGENET16_STD = tuple(x / 255 for x in (63.22, 61.26, 65.09))
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet16", "folder", "digits")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet16": 120, "digits": 10}
+# Images in the training and test sets, and their side in pixels: what a plan (`--plan`) needs
+# without reading the data. Folders (and ImageNet) are counted on disk.
+SIZES = {"cifar10": (50_000, 10_000, 32), "cifar100": (50_000, 10_000, 32), "svhn": (73_257, 26_032, 32),
+         "imagenet16": (151_700, 6_000, 16), "digits": (1_437, 360, 8)}
 WHERE = {
     "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
                "extracted so that {root}/cifar-10-batches-py/ exists",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 import distributed
+import oom
+import plan
 import rundir
 import timing
 import utils
@@ -69,6 +72,7 @@ def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaul
     utils.add_memory_format_flags(g, "off", "default: off")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
     g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
+    plan.add_flags(p)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torch.device, *,
@@ -205,6 +209,7 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
         p.error("--no_test needs --val_portion > 0 (something to validate on) and --mode train")
     if args.sync_bn and not torch.cuda.is_available() and distributed.launched_processes() > 1:
         p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
+    plan.check_flags(p, args)
 
 
 def check_auxiliary(args, image_size: int, expected: int) -> None:
@@ -268,6 +273,38 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
     return run_dir
 
 
+@dataclass
+class Network:
+    """A training run's network on its device: DDP-wrapped (`ddp`), its SGD, its memory format and
+    size (parameters and mult-adds of one image, in millions)."""
+    model: nn.Module
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    memory_format: torch.memory_format
+    params_M: float
+    multadds_M: float
+
+
+def build_network(args, network_cls, genotype, num_classes: int, world: distributed.World, image_size: int,
+                  state: dict | None = None) -> Network:
+    """The network of `genotype` as the training scripts train it (the weights of `state`, a
+    checkpoint being resumed); `--plan` builds the same."""
+    model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
+    params, madds = utils.count_parameters_in_M(model), utils.count_multadds_in_M(model, image_size)
+    log.info("param size = %.3fM, mult-adds = %.1fM", params, madds)
+    if args.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if state:
+        model.load_state_dict(state["model"])
+    memory_format = utils.memory_format(args.channels_last, world.device)
+    model = model.to(world.device, memory_format=memory_format)
+    aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
+    ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
+    return Network(model, ddp, optimizer, memory_format, params, madds)
+
+
 def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, image_size: int,
                    criterion, lr_at: Callable[[int], float], world: distributed.World, run_root: str,
                    kind: str, resume: tuple[Path, dict] | None = None, fmt: ArchFormat = GENOTYPE_FORMAT) -> dict:
@@ -278,17 +315,10 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     run_dir = open_run(args, label, genotype, world, run_root, kind, resume, fmt)
     utils.set_determinism(args.deterministic)
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
-    model = network_cls(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
-    params, madds = utils.count_parameters_in_M(model), utils.count_multadds_in_M(model, image_size)
-    log.info("param size = %.3fM, mult-adds = %.1fM", params, madds)
-    if args.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if resume:
-        model.load_state_dict(resume[1]["model"])
-    memory_format = utils.memory_format(args.channels_last, device)
-    model = model.to(device, memory_format=memory_format)
+    net = build_network(args, network_cls, genotype, num_classes, world, image_size, resume[1] if resume else None)
+    model, ddp, optimizer, memory_format = net.model, net.ddp, net.optimizer, net.memory_format
+    params, madds = net.params_M, net.multadds_M
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
-    ddp = distributed.wrap(model, world, find_unused_parameters=args.auxiliary and aux_weight == 0)
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
     dataset = getattr(args, "dataset", "imagenet")  # train_imagenet.py has no --dataset
     _, eval_transform = transforms(dataset, image_size=args.image_size)
@@ -298,8 +328,6 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         pin_memory=device.type == "cuda", rank=world.rank, world_size=world.world_size)
     loaders = {"train": loader(train_part, True), "valid": loader(valid_part, False),
                "test": loader(test_set, False)}
-    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     extra = {"genotype": fmt.to_dict(genotype), "genotype_source": label, "args": vars(args)}
     done, timer = {}, timing.PhaseTimer(device)
     if resume:
@@ -310,11 +338,13 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         timer.load_state_dict(state["timer"])
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     timer.total["setup"] = timer.total.get("setup", 0.0) + time.time() - start  # run directory, network, data
-    history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
-                  loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
-                  grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
-                  channels_last=memory_format == torch.channels_last, report_freq=args.report_freq, extra_state=extra,
-                  timer=timer, **done)
+    advice = {None: oom.lower("batch_size", args.batch_size, "training")}  # (what to change when out of memory)
+    with oom.Guard(device, timer, run_dir / rundir.CHECKPOINT, advice):
+        history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
+                      loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
+                      grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
+                      channels_last=memory_format == torch.channels_last, report_freq=args.report_freq,
+                      extra_state=extra, timer=timer, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": dataset, "genotype_source": label,
                "genotype": fmt.to_dict(genotype), "seed": args.seed,
@@ -329,6 +359,20 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     log.info("final %s; results in %s", {k: round(v, 4) for k, v in results.items()
                                          if k.startswith(("final_", "best_valid_top1"))}, run_dir / rundir.RESULTS)
     return results
+
+
+def plan_run(args, network_cls, dataset: str, *, criterion, base: str | None, names: list, kind: str,
+             aux_side: int | None = None, sources: Callable[[], list] | None = None) -> dict:
+    """`--plan` of a training script: the plan of every architecture the run would train (from the
+    same flags as `run`); `aux_side` is the image side the auxiliary head needs."""
+    args.plan_file = plan.plan_file(args, args.out_dir or base or "ckpt", kind)
+    found = sources() if sources is not None else utils.genotype_sources(base, names, args.arch, args.genotype,
+                                                                         args.no_restrict)
+    shape, data = plan.data_shape(dataset, args.data, args.image_size)
+    if aux_side:
+        check_auxiliary(args, shape.side, aux_side)
+    build = lambda genotype, classes, world: build_network(args, network_cls, genotype, classes, world, shape.side)
+    return plan.plan_training(args, found, build, train_one_epoch, shape=shape, data=data, criterion=criterion)
 
 
 def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, image_size: int,

@@ -24,6 +24,7 @@ PRUNE_EVENTS, SALIENCY, AUDIT = "prune_events.jsonl", "saliency.jsonl", "audit.j
 APPENDED = (PRUNE_EVENTS, SALIENCY, AUDIT)  # append-only: cut back to the checkpoint's sizes on resume
 SUMMARY, PLOTS, ONE_SHOT = "summary", "plots", "one_shot"
 SELECTION = "selection.json"  # scripts/select_genotype.py's ranking, in its --out_dir
+PLAN = "plan-{kind}-{save}.json"  # --plan's projection, in the --out_dir a run would go to (no run directory)
 # The authors' per-epoch layout: results_of_7q/{genotype,alpha,sal}/<epoch>.txt and results.csv.
 EPOCHS, RESULTS_CSV = "results_of_7q", "results.csv"
 # The kinds of run directory: train_search.py, train.py, train_imagenet.py, train_nb201.py.
@@ -32,7 +33,8 @@ SEARCH, EVAL, IMAGENET_EVAL, NB201_EVAL = "search", "eval", "imagenet", "nb201"
 # Flags that change nothing a resumed run computes: where things are, how much is logged, and
 # what only measures. Every other flag must be as the checkpoint's run had it.
 RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file",
-                  "audit_every", "audit_batches", "summary", "mode", "model_path"}
+                  "audit_every", "audit_batches", "summary", "mode", "model_path",
+                  "hessian_chunk"}  # (memory only: lowered after running out of memory)
 
 
 def make(root: str | Path, kind: str, save: str, suffix: str | None = None) -> Path:
@@ -41,6 +43,11 @@ def make(root: str | Path, kind: str, save: str, suffix: str | None = None) -> P
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=False)
     return path
+
+
+def plan_path(root: str | Path, kind: str, save: str) -> Path:
+    """Where `--plan` writes its JSON for a run of `kind` named `save` under `root`."""
+    return Path(root) / PLAN.format(kind=kind, save=save)
 
 
 def find(root: str | Path, kind: str, save: str = "*", suffix: str = "*") -> list[Path]:

@@ -12,15 +12,7 @@ from pathlib import Path
 
 import torch
 
-
-def duration(seconds: float) -> str:
-    """A short human duration: 45s, 3m05s, 2h07m."""
-    seconds = max(int(round(seconds)), 0)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+from cli import duration  # noqa: F401 (timing.duration: the progress lines')
 
 
 class PeakMemory:
@@ -56,6 +48,13 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), None
 
 
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (0 where /proc is missing)."""
+    status = Path("/proc/self/status")
+    found = re.search(r"VmRSS:\s+(\d+) kB", status.read_text()) if status.exists() else None
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
 class PhaseTimer:
     """Wall seconds and peak memory per phase: `with timer("weight"): ...` adds the block's time
     to its phase and raises the phase's peak to the block's.
@@ -73,13 +72,16 @@ class PhaseTimer:
         self.lap_peak: dict[str, float] = {}  # MB, since the last `lap`
         self.memory = PeakMemory(device)
         self._cuda = device is not None and device.type == "cuda"
+        self.current: str | None = None  # the phase running (or the one an error left)
 
     @contextmanager
     def __call__(self, phase: str):
         start = time.perf_counter()
         self.memory.reset()
+        self.current = phase
         try:
             yield
+            self.current = None
         finally:
             if self._cuda:
                 torch.cuda.synchronize()

@@ -9,7 +9,7 @@ import torch.nn as nn
 import rundir
 import utils
 from data import DATASETS, get_datasets
-from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
+from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, plan_run, run
 from model import NetworkCIFAR
 
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_common_args(parser, args)
+    if args.plan:
+        return plan_run(args, NetworkCIFAR, args.dataset, criterion=nn.CrossEntropyLoss(), base=args.base_dir,
+                        names=args.genotype_names, kind=rundir.EVAL, aux_side=32)
     datasets = get_datasets(args.dataset, args.data, cutout=args.cutout, cutout_length=args.cutout_length,
                             image_size=args.image_size, test=not args.no_test, flip=args.flip)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image

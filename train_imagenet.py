@@ -10,7 +10,7 @@ import torch.nn as nn
 import rundir
 import utils
 from data import get_datasets
-from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, run
+from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, plan_run, run
 from model import NetworkImageNet
 
 
@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     check_auxiliary(args, args.image_size, 224)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    if args.plan:
+        return plan_run(args, NetworkImageNet, "imagenet", criterion=criterion, base=args.base_path,
+                        names=[args.genotype_name], kind=rundir.IMAGENET_EVAL)
     datasets = get_datasets("imagenet", args.data, image_size=args.image_size, test=not args.no_test)
     return run(args, NetworkImageNet, datasets, base=args.base_path, names=[args.genotype_name],
-               image_size=args.image_size, criterion=nn.CrossEntropyLoss(label_smoothing=args.label_smooth),
+               image_size=args.image_size, criterion=criterion,
                lr_at=lr_function(args), kind=rundir.IMAGENET_EVAL)
 
 if __name__ == "__main__":

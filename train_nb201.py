@@ -12,7 +12,7 @@ import rundir
 import utils
 from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 from data import DATASETS, get_datasets
-from engine import add_common_args, check_common_args, run
+from engine import add_common_args, check_common_args, plan_run, run
 from model import NetworkNB201
 
 
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     sources = arch_sources(args) if args.mode == "train" and not args.resume else None
+    if args.plan:
+        return plan_run(args, NetworkNB201, args.dataset, criterion=nn.CrossEntropyLoss(), base=args.base_dir,
+                        names=args.genotype_names, kind=rundir.NB201_EVAL, sources=lambda: sources)
     datasets = get_datasets(args.dataset, args.data, image_size=args.image_size, test=not args.no_test)
     image_size = datasets[0][0][0].shape[-1]  # for counting mult-adds: read off one training image
     return run(args, NetworkNB201, datasets, base=args.base_dir, names=args.genotype_names,

@@ -14,6 +14,9 @@ import torch.nn as nn
 
 import audit
 import distributed
+import oom
+import plan
+import rundir
 import search_run
 import timing
 import utils
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     utils.add_memory_format_flags(g, "auto", "default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA")
     g.add_argument("--no_summary", dest="summary", action="store_false", help="no summary figure (summary.png/.pdf: cells, validation curves, pruning, mixing weights) at the end; scripts/plot_search.py draws it later")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
+    plan.add_flags(p)
     return p
 
 
@@ -144,6 +148,21 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--nb201_splits needs --data_split benchmark (the default with --search_space nb201)")
     if args.nb201_splits is not None and args.subset is not None:
         p.error("--subset takes part of the training set; with --nb201_splits the split files say which images")
+    plan.check_flags(p, args)
+    args.plan_file = plan.plan_file(args, args.out_dir, rundir.SEARCH) if args.plan else None
+
+
+def oom_advice(args, run_dir: Path) -> dict:
+    """What to change when a phase runs out of memory (oom.Guard): which flags, and whether the
+    run can go on from its checkpoint with them (--hessian_chunk and the audit's flags change
+    nothing else and may differ on --resume; the batch sizes are part of the search)."""
+    batch = oom.lower("batch_size", args.batch_size, "search")
+    saliency = oom.lower("sal_batch_size", args.sal_batch_size, "search")
+    resume = f"resume with the same flags and --resume {run_dir}"
+    if args.sal_second:
+        saliency = f"{resume} --hessian_chunk {max(args.hessian_chunk // 2, 1)} (now {args.hessian_chunk}), or {saliency}"
+    return {None: batch, "saliency": saliency,
+            "audit": f"{resume} and a lower --hessian_chunk (now {args.hessian_chunk}) or --audit_every 0"}
 
 
 def prune_event(run: search_run.Search, epoch: int, step: int) -> None:
@@ -294,6 +313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run a search (on every process under torchrun); return the final figures (results.json)."""
     args = parse_args(argv)
+    if args.plan:  # the projected time and memory, without a run
+        return plan.plan_search(args, build, search_step)
     world = distributed.init(args.gpu)
     args.seed = utils.resolve_seed(args.seed)
     utils.set_determinism(args.deterministic)
@@ -301,17 +322,18 @@ def main(argv: list[str] | None = None) -> dict:
     first_epoch, first_step = search_run.resume(run, run.state) if args.resume else (0, 0)
     if first_epoch >= args.epochs:
         raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
-    for epoch in range(first_epoch, args.epochs):
-        lr = learning_rate(args, epoch)
-        run.model.drop_path_prob = drop_path_prob(args, epoch)
-        if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
-            log.info("epoch %d lr %e%s", epoch, lr,
-                     f" drop_path_prob {run.model.drop_path_prob:e}" if args.drop_path_prob else "")
-            with run.timer("data"):
-                search_run.start_epoch(run, epoch)
-            run.meters = search_run.fresh_meters()
-        train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0)
-        genotype, valid = search_run.end_epoch(run, epoch, lr, train)
+    with oom.Guard(world.device, run.timer, run.dir / rundir.CHECKPOINT, oom_advice(args, run.dir)):
+        for epoch in range(first_epoch, args.epochs):
+            lr = learning_rate(args, epoch)
+            run.model.drop_path_prob = drop_path_prob(args, epoch)
+            if epoch != first_epoch or first_step == 0:  # a fresh epoch (not the rest of one)
+                log.info("epoch %d lr %e%s", epoch, lr,
+                         f" drop_path_prob {run.model.drop_path_prob:e}" if args.drop_path_prob else "")
+                with run.timer("data"):
+                    search_run.start_epoch(run, epoch)
+                run.meters = search_run.fresh_meters()
+            train = search_one_epoch(run, epoch, first_step if epoch == first_epoch else 0)
+            genotype, valid = search_run.end_epoch(run, epoch, lr, train)
     return finish(run, genotype, valid)
 
 

@@ -5,13 +5,14 @@ time goes: architecture + weight steps, saliency, s1r's comparisons, end-of-epoc
    60 epochs, 10 warm-up, two prune events per epoch, 90 events taking each cell from 98 to 8
    ops) gives a real prune trajectory and its own time accounting (`time_seconds`).
 2. Along that trajectory, at a few pruning levels, the pieces of a search are timed with the
-   search's own code (`train_search.build`, `search_step`, `Pruner.saliency`, `utils.evaluate`):
-   one iteration (with and without --sal_source arch_steps), one s1 saliency batch, one
-   evaluation batch (validation and s1r's comparisons), one s2 Hessian row (a few timed at once)
-   and s2's gradient batch of 32. Between levels the costs are interpolated linearly.
-3. The schedule is integrated over those pieces, step by step: 25,000 weight and 25,000
-   validation images per epoch, an s1 event one pass over the validation half, s2 about 500
-   Hessian rows, s1r 5 candidates x 31 evaluation batches per cell.
+   search's own code (costs.Pieces, the model `--plan` uses: `train_search.build`, `search_step`,
+   the saliency functions, `utils.evaluate`): one iteration (with and without --sal_source
+   arch_steps), one s1 saliency batch, one evaluation batch (validation and s1r's comparisons),
+   one s2 Hessian row (a few timed at once) and s2's gradient batch of 32. Between levels the
+   costs are interpolated linearly.
+3. The schedule is integrated over those pieces, step by step (costs.integrate): 25,000 weight
+   and 25,000 validation images per epoch, an s1 event one pass over the validation half, s2
+   about 500 Hessian rows, s1r 5 candidates x 31 evaluation batches per cell.
 4. The model is checked against the real reduced runs (the same integration, with the pieces
    timed at the runs' configuration, against the runs' own seconds).
 
@@ -33,12 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import costs  # noqa: E402
 import distributed  # noqa: E402
 import rundir  # noqa: E402
-import saliency as S  # noqa: E402
 import train_search  # noqa: E402
-import utils  # noqa: E402
-from bench.bench_search import timed  # noqa: E402
+from costs import Method  # noqa: E402
+from saliency import PruneSchedule  # noqa: E402
 
 IMAGES = 25_000  # the CIFAR-10 halves: weights, and architecture + saliency + validation
 CONFIGS = {  # channels, cells, batch size, image side (those of bench_search.py)
@@ -50,13 +51,13 @@ CONFIGS = {  # channels, cells, batch size, image side (those of bench_search.py
 REDUCED = dict(C=8, layers=3, batch=64, size=8, subset=768)
 REDUCED_ARGS = ["--dataset", "digits", "--subset", "768", "--batch_size", "64", "--init_channels", "8",
                 "--layers", "3", "--epochs", "60", "--warmup", "10", "--report_freq", "1000", "--no_summary"]
-METHODS = {  # name: (prunes, s2, num_compare, saliency from the architecture steps), flags
-    "unpruned": ((False, False, 1, False), ["--prune_interval", "1000000"]),  # never a point of the schedule
-    "s1": ((True, False, 1, False), []),
-    "s1r": ((True, False, 5, False), ["--num_compare", "5"]),
-    "s2": ((True, True, 1, False), ["--sal_second"]),
-    "s1+arch_steps": ((True, False, 1, True), ["--sal_source", "arch_steps"]),
-    "s1r+arch_steps": ((True, False, 5, True), ["--num_compare", "5", "--sal_source", "arch_steps"]),
+METHODS = {  # name: what it does at an event, its flags
+    "unpruned": (Method(prunes=False), ["--prune_interval", "1000000"]),  # never a point of the schedule
+    "s1": (Method(), []),
+    "s1r": (Method(num_compare=5), ["--num_compare", "5"]),
+    "s2": (Method(second=True), ["--sal_second"]),
+    "s1+arch_steps": (Method(arch_steps=True), ["--sal_source", "arch_steps"]),
+    "s1r+arch_steps": (Method(num_compare=5, arch_steps=True), ["--num_compare", "5", "--sal_source", "arch_steps"]),
 }
 PHASES = ("steps", "saliency", "compare", "validation")
 
@@ -92,97 +93,34 @@ def accounted(results: dict) -> dict[str, float]:
             "compare": t.get("compare", 0), "validation": t.get("validation", 0)}
 
 
-class Pieces:
-    """The costs of a search's pieces at one configuration, along a prune trajectory: live ops,
-    eligible ops and masks at every level (events done), seconds at the levels timed."""
+def pieces_of(cfg: dict, events: list[list[dict]], device: torch.device, num_classes: int = 10) -> costs.Pieces:
+    """costs.Pieces of a configuration (channels, cells, batch, image side) along `events`, on
+    random batches."""
+    args = train_search.parse_args(
+        ["--init_channels", str(cfg["C"]), "--layers", str(cfg["layers"]), "--batch_size", str(cfg["batch"])])
+    world = distributed.World(device=device)
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # the search's default
+    torch.manual_seed(0)
+    run = train_search.build(args, world, num_classes, fmt)
 
-    def __init__(self, cfg: dict, events: list[list[dict]], device: torch.device, num_classes: int = 10):
-        self.cfg, self.device = cfg, device
-        args = train_search.parse_args(
-            ["--init_channels", str(cfg["C"]), "--layers", str(cfg["layers"]), "--batch_size", str(cfg["batch"])])
-        world = distributed.World(device=device)
-        fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format  # the search's default
-        torch.manual_seed(0)
-        self.run = train_search.build(args, world, num_classes, fmt)
-        self.fmt, self.num_classes = fmt, num_classes
-        pruner, model = self.run.pruner, self.run.model
-        self.masks, self.live, self.eligible = [], [], []
-        for decisions in [[]] + events:
-            pruner.apply(decisions)
-            self.masks.append([m.clone() for m in model.masks()])
-            self.live.append(sum(pruner.live_ops()))
-            self.eligible.append([int(pruner.space.eligible(c, m, pruner.restrict).sum()) if pruner._unfinished(c, m)
-                                  else 0 for c, m in enumerate(model.masks())])
-        self.seconds: dict[int, dict[str, float]] = {}
-
-    def batch(self, n: int):
-        x = torch.randn(n, 3, self.cfg["size"], self.cfg["size"], device=self.device)
-        return x.contiguous(memory_format=self.fmt), torch.randint(0, self.num_classes, (n,), device=self.device)
-
-    def measure(self, level: int, repeats: int, hessian_rows: int) -> dict[str, float]:
-        """Time every piece with the masks of `level` (the Hessian on `hessian_rows` rows at once,
-        once: each row costs about a forward pass per Hessian entry)."""
-        run, model = self.run, self.run.model
-        for keep, m in zip(model.masks(), self.masks[level]):
-            keep.copy_(m)
-        x, y = self.batch(self.cfg["batch"])
-        xv, yv = self.batch(self.cfg["batch"])
-        x32, y32 = self.batch(32)
-        meters = [utils.AverageMeter(), utils.AverageMeter()]
-        lr = run.optimizer.param_groups[0]["lr"]
-
-        def iteration(source: str):
-            run.args.sal_source = source
-            model.train()
-            train_search.search_step(run, x, y, xv, yv, lr, meters, "the benchmark")
-            run.pruner.reset_accumulation()
-        out = {"iter": timed(lambda: iteration("pass"), repeats, self.device),
-               "iter_acc": timed(lambda: iteration("arch_steps"), repeats, self.device),
-               "s1": timed(lambda: run.pruner.saliency([(x, y)]), repeats, self.device),
-               "s1_32": timed(lambda: S.saliency_first_order(model, [(x32, y32)], self.device), repeats, self.device),
-               "eval": timed(lambda: utils.evaluate(model, [(xv, yv)], torch.nn.CrossEntropyLoss(), self.device),
-                             repeats, self.device)}
-        rows = torch.cat([m.reshape(-1) for m in model.masks()]).nonzero().squeeze(1)[:hessian_rows]
-        betas = model.betas().detach()
-        with S.explicit_batchnorm(model):
-            loss_fn = lambda b: torch.nn.functional.cross_entropy(model(x32, betas=b), y32)
-            out["hessian_row"] = timed(lambda: S.hessian_diagonal(loss_fn, betas, rows, len(rows)), 1, self.device,
-                                       warmup=False) / len(rows)
-        self.seconds[level] = out
-        return out
-
-    def cost(self, level: int, piece: str) -> float:
-        """Seconds of `piece` at `level`, linear between the levels timed."""
-        levels = sorted(self.seconds)
-        lo = max([v for v in levels if v <= level], default=levels[0])
-        hi = min([v for v in levels if v >= level], default=levels[-1])
-        a, b = self.seconds[lo][piece], self.seconds[hi][piece]
-        return a if hi == lo else a + (b - a) * (level - lo) / (hi - lo)
+    def batch(n: int):
+        x = torch.randn(n, 3, cfg["size"], cfg["size"], device=device).contiguous(memory_format=fmt)
+        return x, torch.randint(0, num_classes, (n,), device=device)
+    return costs.Pieces(run, events, batch, train_search.search_step)
 
 
-def integrate(pieces: Pieces, method: str, *, epochs: int = 60, warmup: int = 10, steps: int, interval: int,
-              sal_batches: int, eval_batches: int, iter_compare: int = 30, budget: int = 500) -> dict[str, float]:
-    """Seconds per phase of a whole search of `method`, step by step along the schedule."""
-    prunes, second, num_compare, arch_steps = METHODS[method][0]
-    last = len(pieces.masks) - 1  # events until the final cell
-    level, out = 0, dict.fromkeys(PHASES, 0.0)
-    for epoch in range(epochs):
-        for step in range(steps):
-            out["steps"] += pieces.cost(level, "iter_acc" if arch_steps and level < last else "iter")
-            if prunes and (step + 1) % interval == 0 and epoch >= warmup and level < last:
-                if second:  # ceil(budget / live) batches of 32: a gradient (unless accumulated) and the rows
-                    rows = pieces.live[level]
-                    per_batch = (0 if arch_steps else pieces.cost(level, "s1_32")) + \
-                        rows * pieces.cost(level, "hessian_row")
-                    out["saliency"] += math.ceil(budget / rows) * per_batch
-                elif not arch_steps:
-                    out["saliency"] += sal_batches * pieces.cost(level, "s1")
-                if num_compare > 1:
-                    candidates = sum(min(num_compare, e) for e in pieces.eligible[level])
-                    out["compare"] += candidates * (iter_compare + 1) * pieces.cost(level, "eval")
-                level += 1
-        out["validation"] += eval_batches * pieces.cost(level, "eval")
-    return out
+def measure(pieces: costs.Pieces, cfg: dict, level: int, repeats: int, hessian_rows: int) -> dict[str, float]:
+    """Every piece at `level`: the iteration and s1 at the configuration's batch, s2 at 32."""
+    return pieces.measure(level, repeats, batch=cfg["batch"], sal_batch=cfg["batch"], s2_batch=32,
+                          hessian_rows=hessian_rows, arch_steps=True)
+
+
+def integrate(pieces: costs.Pieces, method: str, *, epochs: int = 60, warmup: int = 10, steps: int, interval: int,
+              sal_batches: int, eval_batches: int) -> dict[str, float]:
+    """Seconds per phase (PHASES) of a whole search of `method` (costs.integrate, no loading)."""
+    seconds = costs.integrate(pieces, METHODS[method][0], PruneSchedule(warmup, interval, steps, epochs),
+                              sal_batches=sal_batches, eval_batches=eval_batches)
+    return {"steps": seconds["arch"] + seconds["weight"], **{k: seconds[k] for k in PHASES[1:]}}
 
 
 def parse_levels(text: str, last: int) -> list[int]:
@@ -197,7 +135,7 @@ def main() -> None:
     p.add_argument("--reduced_levels", default="0,10,20,30,45,60,75,90", help="the same, at the reduced runs' configuration")
     p.add_argument("--check", default="s1,unpruned,s1+arch_steps",
                    help=f"reduced searches run and checked against the model (s1 always runs first); of {', '.join(METHODS)}")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per piece (median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per piece (their mean, after a warm-up call)")
     p.add_argument("--reduced_repeats", type=int, default=7, help="the same at the reduced configuration")
     p.add_argument("--hessian_rows", type=int, default=4, help="s2 Hessian rows timed (at once) per level")
     p.add_argument("--seed", type=int, default=0, help="seed of the reduced searches")
@@ -223,9 +161,9 @@ def main() -> None:
 
     print(f"\n== reduced searches (digits, {REDUCED}; 60 epochs, warm-up 10, 2 events per epoch, "
           f"{len(events)} events)", flush=True)
-    pieces = Pieces(REDUCED, events, device)
+    pieces = pieces_of(REDUCED, events, device)
     for level in parse_levels(args.reduced_levels, len(events)):
-        pieces.measure(level, args.reduced_repeats, args.hessian_rows)
+        measure(pieces, REDUCED, level, args.reduced_repeats, args.hessian_rows)
     steps = REDUCED["subset"] // 2 // REDUCED["batch"]
     for name, results in runs.items():
         model = integrate(pieces, name, steps=steps, interval=steps // 2, sal_batches=steps, eval_batches=steps)
@@ -245,13 +183,14 @@ def main() -> None:
         steps = math.ceil(IMAGES / cfg["batch"])
         print(f"\n== {config}: {cfg}; {steps} steps per epoch, an s1 event {steps} batches of {cfg['batch']}",
               flush=True)
-        pieces = Pieces(cfg, events, device)
-        print(f"{'level':>5s} {'live':>4s} {'iter':>7s} {'iter_acc':>8s} {'s1':>7s} {'s1_32':>7s} "
+        pieces = pieces_of(cfg, events, device)
+        print(f"{'level':>5s} {'live':>4s} {'iter':>7s} {'iter_acc':>8s} {'s1':>7s} {'s1_s2':>7s} "
               f"{'h_row':>7s} {'eval':>7s}  (seconds)")
         for level in parse_levels(args.levels, len(events)):
-            s = pieces.measure(level, args.repeats, args.hessian_rows)
-            print(f"{level:5d} {pieces.live[level]:4d} {s['iter']:7.3f} {s['iter_acc']:8.3f} {s['s1']:7.3f} "
-                  f"{s['s1_32']:7.3f} {s['hessian_row']:7.3f} {s['eval']:7.3f}", flush=True)
+            s = measure(pieces, cfg, level, args.repeats, args.hessian_rows)
+            print(f"{level:5d} {pieces.live[level]:4d} {s['arch'] + s['weight']:7.3f} "
+                  f"{s['arch_acc'] + s['weight']:8.3f} {s['s1']:7.3f} {s['s1_s2']:7.3f} {s['hessian_row']:7.3f} "
+                  f"{s['eval']:7.3f}", flush=True)
         table = {name: integrate(pieces, name, steps=steps, interval=steps // 2, sal_batches=steps,
                                  eval_batches=steps) for name in METHODS}
         unpruned = sum(table["unpruned"].values())

@@ -9,7 +9,10 @@ section, so a run cut short keeps what it measured).
   backward per row (the authors'), and how far a bf16 Hessian is from the float32 one;
 - train_step: the DARTS_V2 training step, CIFAR batch 96 and ImageNet batch 128, with and
   without AMP and channels_last (images/s);
-- digits: a tiny search and retraining on the digits on this device, to the final cell;
+- digits: a tiny search and retraining on the digits on this device, to the final cell, each
+  planned first (`--plan`): projected seconds and peak memory against the runs' own;
+- plan: the plans of a default-size search (CIFAR-10, s1) and DARTS_V2 retrain (600 epochs), and
+  how long planning took;
 - torchrun: a 1-process torchrun run (NCCL on CUDA, gloo on a CPU): a collective, then a tiny search.
 
 On a CPU it runs too and lists in "skipped" what it left out (bf16 timings, NCCL, ImageNet at 128).
@@ -142,21 +145,56 @@ def run_script(script: str, *args, env=None) -> None:
         raise RuntimeError(f"{script} exited {done.returncode}: {lines[-1] if lines else ''}")
 
 
+def planned(script: str, flags: list, folder: str) -> dict:
+    """The plan of `script flags` (its --plan) and how long planning took."""
+    path = Path(folder) / f"plan-{len(list(Path(folder).iterdir()))}.json"
+    start = time.perf_counter()
+    run_script(script, *flags, "--plan", "--plan_file", path)
+    (found,) = json.loads(path.read_text())["runs"]
+    return {**found, "planning_seconds": time.perf_counter() - start}
+
+
+def against(plan: dict, results: dict) -> dict:
+    """A plan's projected seconds and peak memory against the run's accounting (set-up left out)."""
+    accounted = sum(v for k, v in results["time_seconds"].items() if k != "setup")
+    return {"projected_seconds": plan["total_seconds"], "accounted_seconds": accounted,
+            "time_ratio": plan["total_seconds"] / accounted, "projected_peak_MB": plan["peak_MB"],
+            "measured_peak_MB": results["memory"]["max_MB"],
+            "memory_ratio": plan["peak_MB"] / results["memory"]["max_MB"], "planning_seconds": plan["planning_seconds"]}
+
+
 def digits(device, quick: bool, skipped: list) -> dict:
-    """A digits search and the retraining of its cell, on this device, to the final cell."""
-    with tempfile.TemporaryDirectory() as out:
+    """A digits search and the retraining of its cell, on this device, to the final cell; each
+    planned first, and the plan set against the run."""
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as plans:
+        search_flags = [*(TINY_SEARCH if quick else DIGITS_SEARCH), "--report_freq", "1000", "--out_dir", out]
+        search_plan = planned("train_search.py", search_flags, plans)
         start = time.perf_counter()
-        run_script("train_search.py", *(TINY_SEARCH if quick else DIGITS_SEARCH), "--report_freq", "1000",
-                   "--out_dir", out)
+        run_script("train_search.py", *search_flags)
         (search,) = Path(out).iterdir()
         found = json.loads((search / rundir.RESULTS).read_text())
         searched = time.perf_counter() - start
-        run_script("train.py", "--base_dir", search, *(TINY_TRAIN if quick else RETRAIN))
+        train_flags = ["--base_dir", search, *(TINY_TRAIN if quick else RETRAIN)]
+        train_plan = planned("train.py", train_flags, plans)
+        start = time.perf_counter()
+        run_script("train.py", *train_flags)
         (evaluation,) = rundir.find(search, rundir.EVAL)
         trained = json.loads((evaluation / rundir.RESULTS).read_text())
-    return {"search_seconds": searched, "train_seconds": time.perf_counter() - start - searched,
+    return {"search_seconds": searched, "train_seconds": time.perf_counter() - start,
             "device": found["device"], "pruning_finished": found["pruning_finished"],
-            "genotype": found["genotype"], "test_top1": trained["final_test_top1"]}
+            "genotype": found["genotype"], "test_top1": trained["final_test_top1"],
+            "plan_vs_run": {"search": against(search_plan, found), "retrain": against(train_plan, trained)}}
+
+
+def plan(device, quick: bool, skipped: list) -> dict:
+    """The plans of a default-size search and retrain (nothing is run, no data set is read)."""
+    search = ["--init_channels", "4", "--layers", "3", "--batch_size", "16"] if quick else []
+    retrain = ["--init_channels", "4", "--layers", "3", "--batch_size", "16", "--no_auxiliary"] if quick else []
+    keep = ("total_seconds", "peak_MB", "capacity_MB", "fits", "phases", "planning_seconds")
+    with tempfile.TemporaryDirectory() as plans:
+        return {name: {k: v for k, v in planned(script, flags, plans).items() if k in keep}
+                for name, script, flags in (("search_s1_cifar10", "train_search.py", search),
+                                            ("retrain_darts_v2_cifar10", "train.py", ["--arch", "DARTS_V2", *retrain]))}
 
 
 def torchrun(device, quick: bool, skipped: list) -> dict:
@@ -190,7 +228,7 @@ def torchrun_probe(out: str) -> None:
 
 
 SECTIONS = {"search_iteration": search_iteration, "s2_hessian": s2_hessian, "train_step": train_step,
-            "digits": digits, "torchrun": torchrun}
+            "digits": digits, "plan": plan, "torchrun": torchrun}
 
 
 def main() -> None:

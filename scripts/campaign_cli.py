@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import campaign  # noqa: E402
 import rundir  # noqa: E402
-from cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
 
 # The paper's variants (the flags that differ from train_search.py's defaults).
 VARIANTS = {
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--account", default=None, help="slurm: the account to charge")
     g.add_argument("--qos", default=None, help="slurm: the quality of service")
     g.add_argument("--dry_run", action="store_true", help="print the jobs (and with slurm, each array's sbatch header) and run nothing")
+    g.add_argument("--plan", action="store_true", help="run nothing: plan every job (its script's --plan, here, one after the other), print one table of projected time and peak memory, and write the plans to CAMPAIGN/plans/; a retrain whose search has not run plans DARTS_V2 in its cell's place; the selection rounds are not planned (they are retrains)")
     return p
 
 
@@ -199,6 +202,56 @@ def dry_run(jobs: list[campaign.Job], args: argparse.Namespace) -> None:
             sys.stdout.write(header.split("# command")[0].strip() + "\n")
 
 
+STAND_IN = ["--arch", "DARTS_V2"]  # the cell a retrain plans with while its search has not run
+CELL_FLAGS = {"--base_dir", "--genotype_names", "--base_path", "--genotype_name"}
+
+
+def stand_in(argv: list[str]) -> list[str]:
+    """`argv` with DARTS_V2 in place of a cell that does not exist yet (a search not yet run)."""
+    base = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--base_dir", "--base_path")), None)
+    if base is None or Path(base).is_dir():
+        return argv
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in CELL_FLAGS:
+            skip = True
+        else:
+            out.append(a)
+    return [*out, *STAND_IN]
+
+
+def plan_jobs(jobs: list[campaign.Job], folder: Path) -> dict:
+    """--plan: each job's plan through its script's --plan (finished jobs' run directories feed
+    the jobs after them, as in a run); one table on stdout; {job: plan (None: not planned)}."""
+    done, plans = {}, {}
+    for job in jobs:
+        run_dir = job.run_dir(done)
+        if run_dir is not None and job.finished(run_dir):
+            done[job.name] = run_dir
+    rows = [["job", "projected", "peak MB", "of MB", "fits", "to fit"]]
+    for job in jobs:
+        if not job.resumable:  # the selection rounds: retrains of train.py, planned one by one
+            plans[job.name] = None
+            rows.append([job.name, "(not planned: retrains of train.py)", "", "", "", ""])
+            continue
+        file = folder / f"{job.name}.json"
+        argv = [*stand_in(job.argv({**{j.name: f"<{j.name}>" for j in jobs}, **done})), "--plan", "--plan_file", str(file)]
+        result = subprocess.run(campaign.command(job, argv), cwd=campaign.ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            plans[job.name] = None
+            rows.append([job.name, "plan failed: " + (result.stderr.strip().splitlines() or ["?"])[-1], "", "", "", ""])
+            continue
+        plans[job.name] = json.loads(file.read_text())
+        for run in plans[job.name]["runs"]:
+            fix = ", ".join(f"--{k} {v}" for k, v in run.get("suggestions", {}).items())
+            rows.append([job.name + (" (DARTS_V2 stand-in)" if STAND_IN[1] in argv else ""), duration(run["total_seconds"]),
+                         f"{run['peak_MB']:.0f}", f"{run['capacity_MB']:.0f}", "yes" if run["fits"] else "NO", fix])
+    sys.stdout.write(table(rows) + f"plans in {folder}\n")
+    return plans
+
+
 def campaign_folder(args: argparse.Namespace) -> Path:
     """Where campaign.json and the logs go: --campaign, else CKPT/campaign."""
     return Path(args.campaign) if args.campaign else Path(args.ckpt) / "campaign"
@@ -216,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         dry_run(jobs, args)
         return {}
+    if args.plan:
+        return plan_jobs(jobs, campaign_folder(args) / "plans")
     if "select" in args.stages and "search" not in args.stages and not args.runs:
         raise UserError("no finished search to select among")
     return campaign.run_jobs(jobs, campaign_folder(args), executor=args.executor, slots=args.slots,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rundir  # noqa: E402
 from campaign import MANIFEST  # noqa: E402
-from cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
 
 ETA = re.compile(r"epoch ETA ([^,\s]+)(?:, (?:search|run) ETA (\S+))?")  # the scripts' progress lines
 EPOCH = re.compile(r"\bepoch (\d+) lr ")
@@ -73,24 +73,16 @@ def rows(manifest: dict, now: float) -> list[list[str]]:
         if state == "running":
             where, eta = progress(job.get("run_dir"))
         started, ended = job.get("started"), job.get("ended")
-        took = "" if not started else _duration((ended or now) - started)
+        took = "" if not started else duration((ended or now) - started)
         detail = job.get("stderr", "") if state == "failed" else job.get("run_dir") or ""
         out.append([job["name"], state + (f" (exit {job.get('rc')})" if state == "failed" else ""), where, eta,
                     took, str(detail)])
     return out
 
 
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def table(data: list[list[str]]) -> str:
-    """A plain-text table with a header."""
-    data = [["job", "state", "progress", "ETA", "time", "run directory (failed: log)"], *data]
-    widths = [max(len(r[i]) for r in data) for i in range(len(data[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in data) + "\n"
+def status_table(data: list[list[str]]) -> str:
+    """The jobs' rows under a header."""
+    return table([["job", "state", "progress", "ETA", "time", "run directory (failed: log)"], *data])
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
@@ -107,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     counts = {}
     for r in data:
         counts[r[1].split()[0]] = counts.get(r[1].split()[0], 0) + 1
-    sys.stdout.write(table(data) + ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
+    sys.stdout.write(status_table(data) + ", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
     return data
 
 

@@ -1,5 +1,6 @@
-"""bench/bench_whole_search.py: the schedule it integrates is the search's (events, levels,
-phases), checked in closed form with constant piece costs; its timings use the search's code."""
+"""The cost model of `--plan` and bench/bench_whole_search.py (costs.py): the schedule it
+integrates is the search's (events, levels, phases), checked in closed form with constant piece
+costs; its timings use the search's code."""
 import math
 
 import pytest
@@ -21,7 +22,7 @@ def pieces():
         decisions = pruner.decide(pruner.saliency([]), lambda: [])
         pruner.apply(decisions)
         events.append([{k: d[k] for k in ("cell", "edge", "op")} for d in decisions])
-    return B.Pieces(dict(C=2, layers=2, batch=4, size=8), events, torch.device("cpu"))
+    return B.pieces_of(dict(C=2, layers=2, batch=4, size=8), events, torch.device("cpu"))
 
 
 def test_the_trajectory_goes_from_the_supernet_to_the_darts_cell(pieces):
@@ -31,7 +32,8 @@ def test_the_trajectory_goes_from_the_supernet_to_the_darts_cell(pieces):
 
 
 def test_the_integration_follows_the_authors_schedule(pieces):
-    unit = {"iter": 1.0, "iter_acc": 1.5, "s1": 0.5, "s1_32": 0.25, "eval": 0.1, "hessian_row": 0.01}
+    unit = {"arch": 0.25, "weight": 0.75, "arch_acc": 0.75, "s1": 0.5, "s1_s2": 0.25, "eval": 0.1,
+            "hessian_row": 0.01}
     pieces.seconds = {0: dict(unit), 90: dict(unit)}  # constant costs: closed forms
     run = dict(steps=10, interval=5, sal_batches=8, eval_batches=4)  # 2 events per epoch
     unpruned = B.integrate(pieces, "unpruned", **run)
@@ -52,8 +54,11 @@ def test_the_integration_follows_the_authors_schedule(pieces):
 
 def test_the_pieces_are_timed_with_the_search_code(pieces):
     pieces.seconds = {}
-    seconds = pieces.measure(45, repeats=1, hessian_rows=1)
-    assert set(seconds) == {"iter", "iter_acc", "s1", "s1_32", "eval", "hessian_row"}
+    seconds = B.measure(pieces, dict(batch=4), 45, repeats=1, hessian_rows=1)
+    assert set(seconds) == {"arch", "weight", "arch_acc", "s1", "s1_s2", "eval", "hessian_row"}
     assert all(v > 0 for v in seconds.values())
     assert [int(m.sum()) for m in pieces.run.model.masks()] == [98 - 45, 98 - 45]
-    assert pieces.cost(0, "iter") == pieces.cost(90, "iter") == seconds["iter"]  # one level: flat
+    assert pieces.cost(0, "arch") == pieces.cost(90, "arch") == seconds["arch"]  # one level: flat
+    # Each phase's peak memory comes with it, from the search's own phase timer.
+    assert set(pieces.memory[45]) == {"arch", "weight", "saliency", "validation", "compare"}
+    assert all(v > 0 for v in pieces.memory[45].values())

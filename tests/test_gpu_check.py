@@ -24,6 +24,10 @@ def test_the_gpu_check_runs_on_the_cpu_and_says_what_it_skipped(tmp_path):
     digits = summary["digits"]
     assert digits["device"] == "cpu" and digits["pruning_finished"] and 0 <= digits["test_top1"] <= 100
     assert len(digits["genotype"]["normal"]) == 2  # the 1-node cell: 2 inputs
+    for planned in digits["plan_vs_run"].values():  # each run planned first, then set against its plan
+        assert planned["time_ratio"] > 0 and planned["memory_ratio"] > 0 and planned["planning_seconds"] > 0
+    assert set(summary["plan"]) == {"search_s1_cifar10", "retrain_darts_v2_cifar10"}
+    assert all(p["total_seconds"] > 0 and p["peak_MB"] > 0 for p in summary["plan"].values())
     torchrun = summary["torchrun"]
     assert torchrun["backend"] == "gloo" and torchrun["all_reduce_ok"] and torchrun["world_size"] == 1
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == summary

@@ -1,0 +1,382 @@
+"""Know before you spend (`--plan`): the wall time and peak memory of a run, projected before it
+starts, with exactly the run's flags, on its device.
+
+The run's own network is built with the run's own code (`train_search.build`, the training
+scripts' `engine.build_network`); a few real steps of every phase run on batches of the data set's
+shape, read through the data set's real transforms (synthetic images where the data set is not on
+disk: nothing is downloaded); for a search, at full size and at pruned sizes along a prune
+trajectory of the space's rules (costs.py, the model bench/bench_whole_search.py checks against
+real searches). The run's schedule is integrated over those costs; each phase's peak memory is
+measured and set against the device's memory; where it does not fit, the largest batch size (and
+s2 Hessian chunk, saliency batch) that fits is found by measuring. Only plan.json is written."""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import costs
+import distributed
+import oom
+import rundir
+import timing
+import utils
+from data import SIZES, Digits, get_datasets, make_loader, split_indices, transforms
+from saliency import PruneSchedule
+from splits import NB201_SPLITS, read_split_file
+
+log = utils.logger
+LEVELS = 3  # pruning levels measured: the supernet, half way, the final cell
+REPEATS = 2  # timed calls per piece (after a warm-up call)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a plan needs of a data set: images in its training and test sets, classes, side."""
+    train: int
+    test: int
+    classes: int
+    side: int
+
+
+def data_shape(name: str, root: str, image_size: int) -> tuple[Shape, torch.utils.data.Dataset]:
+    """The data set's shape and a training set to read batches from: the real one where it costs
+    nothing to open (digits, image folders), else synthetic images of its shape read as it reads
+    its own (uint8 arrays through PIL and the real training transform)."""
+    train_tf, _ = transforms(name, image_size=image_size)
+    if name in ("folder", "imagenet"):  # on disk anyway; counted there
+        train, test, classes = get_datasets(name, root, image_size=image_size)
+        return Shape(len(train), len(test), classes, image_size), train
+    n_train, n_test, side = SIZES[name]
+    from data import NUM_CLASSES
+
+    shape = Shape(n_train, n_test, NUM_CLASSES[name], side)
+    return shape, Digits(train=True) if name == "digits" else SyntheticImages(shape, train_tf)
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """Random images of a data set's shape (512 distinct, repeated), read the way the CIFAR, SVHN
+    and ImageNet16 sets read theirs."""
+
+    def __init__(self, shape: Shape, transform):
+        self.shape, self.transform = shape, transform
+        self.images = np.random.RandomState(0).randint(0, 256, (512, shape.side, shape.side, 3), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape.train
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i % len(self.images)])), i % self.shape.classes
+
+
+class Batches:
+    """`batches(n)`: a batch of n training images (and labels) on the device, in the run's memory
+    format, read through the real loader."""
+
+    def __init__(self, dataset, device: torch.device, fmt: torch.memory_format):
+        self.dataset, self.device, self.fmt, self.cache = dataset, device, fmt, {}
+
+    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n not in self.cache:
+            x, y = next(iter(make_loader(self.dataset, n, shuffle=True, seed=0)))
+            self.cache[n] = (x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device))
+        return self.cache[n]
+
+
+def load_seconds(dataset, n: int, workers: int, batches: int = 3) -> float:
+    """Seconds the real loader takes per batch of n (after its first batch: workers starting)."""
+    loader = make_loader(dataset, n, shuffle=True, seed=0, workers=workers)
+    it = iter(loader)
+    next(it)
+    start, done = time.perf_counter(), 0
+    for _ in range(min(batches, len(loader) - 1)):
+        next(it)
+        done += 1
+    return (time.perf_counter() - start) / max(done, 1)
+
+
+def waiting(load: float, compute: float, workers: int) -> float:
+    """Seconds a step waits for its batch: all of the loading without workers; with workers, only
+    what the computation does not hide."""
+    return load if workers == 0 else max(load - compute, 0.0)
+
+
+def checkpoint_seconds(state: dict, folder: Path) -> float:
+    """Seconds to write `state` as the run writes its checkpoints (atomically, on `folder`'s disk)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".plan-") as temporary:
+        start = time.perf_counter()
+        utils.save_checkpoint(Path(temporary) / rundir.CHECKPOINT, state)
+        return time.perf_counter() - start
+
+
+def capacity(device: torch.device, override_mb: float | None) -> tuple[float, str]:
+    """(MB the run may use, where that figure comes from): --plan_memory, else the GPU's free
+    memory, else the machine's available memory (this process's own included)."""
+    if override_mb:
+        return override_mb, "--plan_memory"
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return (free + torch.cuda.memory_reserved(device)) / 2**20, f"free memory of {total / 2**30:.1f} GiB on {device}"
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines()) \
+        if Path("/proc/meminfo").exists() else {}
+    if "MemAvailable" in info:
+        rss = timing.resident_mb()
+        return int(info["MemAvailable"].split()[0]) / 1024 + rss, "available memory of the machine"
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, "physical memory of the machine"
+
+
+def fits(measure: Callable[[int], float], value: int, limit: float, device: torch.device) -> bool:
+    """Whether the peak MB `measure(value)` stays within `limit` (an out-of-memory error: no)."""
+    try:
+        return measure(value) <= limit
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not oom.is_out_of_memory(e):
+            raise
+        costs.release_memory(device)
+        return False
+
+
+def largest(measure: Callable[[int], float], upper: int, limit: float, device: torch.device) -> int | None:
+    """The largest value below `upper` whose measured peak fits in `limit` (bisection, every value
+    tried measured); None when not even 1 fits."""
+    lo, hi = 0, upper  # lo fits (0: none known), hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(measure, mid, limit, device) else (lo, mid)
+    return lo or None
+
+
+def summary(phases: dict[str, float], peaks: dict[str, float], limit: float, source: str, kind: str) -> dict:
+    """A run's plan: seconds and peak MB per phase, in total, against the memory it may use."""
+    names = [k for k in dict.fromkeys([*phases, *peaks]) if phases.get(k) or k in peaks]
+    peak = max(peaks.values(), default=0.0)
+    return {"phases": {k: {"seconds": phases.get(k, 0.0), "peak_MB": peaks.get(k)} for k in names},
+            "total_seconds": sum(phases.values()), "peak_MB": peak, "memory_kind": kind,
+            "capacity_MB": limit, "capacity_source": source, "fits": peak <= limit}
+
+
+# ---------------------------------------------------------------- the search
+
+
+def search_sizes(args, shape: Shape) -> tuple[int, int]:
+    """Images that train the weights and that score (alpha, saliency, validation) in the search."""
+    if args.data_split == "benchmark" and args.nb201_splits is not None and args.dataset in NB201_SPLITS:
+        file, weight_key, arch_key = NB201_SPLITS[args.dataset]
+        source = shape.train if weight_key else shape.test
+        keys = [k for k in (weight_key, arch_key) if k]
+        lists = read_split_file(Path(args.nb201_splits) / file, keys, dict.fromkeys(keys, source))
+        return len(lists[weight_key]) if weight_key else shape.train, len(lists[arch_key])
+    weights, arch = split_indices(min(args.subset or shape.train, shape.train), args.train_portion)
+    return len(weights), len(arch)
+
+
+def plan_search(args, build: Callable, step: Callable, repeats: int = REPEATS) -> dict:
+    """The plan of `train_search.py` with `args` (`build`: train_search.build, `step`: its
+    search_step)."""
+    start = time.perf_counter()
+    world = distributed.init(args.gpu)
+    utils.set_seed(0)
+    shape, dataset = data_shape(args.dataset, args.data, args.image_size)
+    n_weights, n_arch = search_sizes(args, shape)
+    fmt = utils.memory_format(args.channels_last, world.device)
+    run = build(args, world, shape.classes, fmt)
+    bs = utils.per_process_batch(args.batch_size, world.world_size)
+    sal_bs = utils.per_process_batch(args.sal_batch_size, world.world_size, "--sal_batch_size")
+    batch = Batches(dataset, world.device, fmt)
+    method = costs.method_of(args)
+    events = costs.synthetic_trajectory(run.pruner)
+    pieces = costs.Pieces(run, events, batch, step)
+    options = dict(batch=bs, sal_batch=sal_bs, s2_batch=sal_bs if method.second else None,
+                   arch_steps=method.arch_steps, audit_batch=sal_bs if args.audit_every else None,
+                   chunk=args.hessian_chunk)
+    for level in sorted({0, len(events) // 2, len(events)})[:LEVELS]:
+        pieces.measure(level, repeats, hessian_rows=min(args.hessian_chunk, pieces.live[level]), **options)
+    per_process = lambda n: math.ceil(n / world.world_size)
+    steps = math.ceil(per_process(n_weights) / bs)
+    schedule = PruneSchedule(args.warmup, args.prune_interval or max(steps // 2, 1), steps, args.epochs)
+    compute = pieces.cost(0, "arch") + pieces.cost(0, "weight")
+    loads = costs.Loads(batch=waiting(load_seconds(dataset, bs, args.workers), compute, args.workers),
+                        sal_batch=waiting(load_seconds(dataset, sal_bs, args.workers), compute, args.workers),
+                        checkpoint=checkpoint_seconds({"model": run.model.state_dict(),
+                                                       "optimizer": run.optimizer.state_dict(),
+                                                       "arch_optimizer": run.architect.optimizer.state_dict()},
+                                                      Path(args.out_dir)))
+    phases = costs.integrate(pieces, method, schedule, sal_batches=math.ceil(per_process(n_arch) / sal_bs),
+                             eval_batches=math.ceil(per_process(n_arch) / bs), iter_compare=args.iter_compare,
+                             budget=args.sal_second_budget, loads=loads, audit_every=args.audit_every,
+                             audit_batches=args.audit_batches)
+    limit, source = capacity(world.device, args.plan_memory)
+    plan = summary(phases, pieces.peaks(), limit, source, run.timer.memory.kind)
+    plan.update(label=f"{args.search_space} search", schedule={
+        "epochs": args.epochs, "steps_per_epoch": steps, "events": len(events), "levels_measured": sorted(pieces.seconds),
+        "live_ops": [pieces.live[k] for k in sorted(pieces.seconds)]})
+    if not plan["fits"]:
+        plan["suggestions"] = search_suggestions(args, pieces, world, limit, bs, sal_bs, method)
+    return finish(args, world, [plan], start)
+
+
+def search_suggestions(args, pieces: costs.Pieces, world, limit: float, bs: int, sal_bs: int,
+                       method: costs.Method) -> dict:
+    """The largest --batch_size (steps, comparisons, validation), --hessian_chunk and
+    --sal_batch_size (saliency) that fit, each measured at full size."""
+    peaks, found, device = pieces.peaks(), {}, world.device
+    pieces.release = True  # each try's own peak
+
+    def step_peak(b: int) -> float:
+        pieces.measure(0, 1, batch=b, sal_batch=1)
+        return max(pieces.memory[0][k] for k in ("arch", "weight", "validation"))
+
+    def chunk_peak(c: int) -> float:
+        pieces.measure(0, 1, batch=1, sal_batch=1, s2_batch=sal_bs, hessian_rows=c)
+        return pieces.memory[0]["saliency"]
+
+    def saliency_peak(b: int) -> float:
+        pieces.measure(0, 1, batch=1, sal_batch=b, s2_batch=b if method.second else None,
+                       hessian_rows=1 if method.second else 0)
+        return pieces.memory[0]["saliency"]
+    if max(peaks.get(k, 0.0) for k in ("arch", "weight", "validation")) > limit:
+        found["batch_size"] = scale(largest(step_peak, bs, limit, device), world)
+    if peaks.get("saliency", 0.0) > limit:
+        if method.second:
+            found["hessian_chunk"] = largest(chunk_peak, args.hessian_chunk, limit, device)
+        if not found.get("hessian_chunk"):
+            found["sal_batch_size"] = scale(largest(saliency_peak, sal_bs, limit, device), world)
+    return found
+
+
+def scale(value: int | None, world) -> int | None:
+    """A per-process batch size as the global flag value."""
+    return None if value is None else value * world.world_size
+
+
+# ---------------------------------------------------------------- the training scripts
+
+
+def plan_training(args, sources: list[tuple[str, object]], build: Callable, train_epoch: Callable, *,
+                  shape: Shape, data, criterion, repeats: int = REPEATS) -> dict:
+    """The plan of a training script with `args` for each architecture of `sources`
+    (`build(genotype, num_classes, world)`: engine.build_network; `train_epoch`:
+    engine.train_one_epoch) on a data set of `shape` (batches read from `data`)."""
+    start = time.perf_counter()
+    world = distributed.init(args.gpu)
+    bs = utils.per_process_batch(args.batch_size, world.world_size)
+    n_train = len(split_indices(shape.train, 1.0 - args.val_portion)[0]) if args.val_portion else shape.train
+    n_eval = (shape.train - n_train) + (0 if args.no_test else shape.test)
+    steps = math.ceil(math.ceil(n_train / world.world_size) / bs)
+    eval_batches = math.ceil(math.ceil(n_eval / world.world_size) / bs)
+    load = load_seconds(data, bs, args.workers)
+    plans = []
+    for label, genotype in sources:
+        utils.set_seed(0)
+        net = build(genotype, shape.classes, world)
+        model, ddp, optimizer, fmt = net.model, net.ddp, net.optimizer, net.memory_format
+        x, y = Batches(data, world.device, fmt)(bs)
+        timer = timing.PhaseTimer(world.device)
+        aux = args.auxiliary_weight if args.auxiliary else 0.0
+        model.drop_path_prob = args.drop_path_prob / 2  # (the ramp's middle)
+
+        def train():
+            with timer("train"):
+                train_epoch(ddp, [(x, y)], optimizer, criterion, world.device, grad_clip=args.grad_clip,
+                            aux_weight=aux, amp=args.amp, channels_last=fmt == torch.channels_last, report_freq=10**9)
+
+        def evaluate():
+            with timer("eval"):
+                utils.evaluate(model, [(x, y)], torch.nn.CrossEntropyLoss(), world.device)
+        seconds = {}
+        for phase, fn in (("train", train), ("eval", evaluate)):
+            fn()  # warm-up
+            costs.release_memory(world.device)
+            timer.total.pop(phase)
+            for _ in range(repeats):
+                fn()
+            seconds[phase] = timer.total[phase] / repeats
+        files = checkpoint_seconds({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                                   Path(args.out_dir or "ckpt"))
+        phases = {"train": args.epochs * steps * (seconds["train"] + waiting(load, seconds["train"], args.workers)),
+                  "eval": args.epochs * eval_batches * (seconds["eval"] + waiting(load, seconds["eval"], args.workers)),
+                  "files": args.epochs * files}
+        limit, source = capacity(world.device, args.plan_memory)
+        plan = summary(phases, dict(timer.peak), limit, source, timer.memory.kind)
+        plan.update(label=label, params_M=net.params_M, multadds_M=net.multadds_M,
+                    schedule={"epochs": args.epochs, "steps_per_epoch": steps,
+                                           "eval_batches_per_epoch": eval_batches})
+        if not plan["fits"]:
+            def step_peak(b: int) -> float:
+                nonlocal x, y
+                x, y = Batches(data, world.device, fmt)(b)
+                timer.peak.clear()
+                train()
+                evaluate()
+                return max(timer.peak.values())
+            plan["suggestions"] = {"batch_size": scale(largest(step_peak, bs, limit, world.device), world)}
+        plans.append(plan)
+        del net, model, ddp, optimizer
+        costs.release_memory(world.device)
+    return finish(args, world, plans, start)
+
+
+# ---------------------------------------------------------------- flags and the report
+
+
+def add_flags(p) -> None:
+    """--plan, --plan_file and --plan_memory (every script that runs: the search and the three
+    training scripts)."""
+    g = p.add_argument_group("plan (know before you spend)")
+    g.add_argument("--plan", action="store_true", help="do not run: build the run's network with these flags on this device, time a few real steps of every phase (for a search, also at pruned sizes) and measure their peak memory, then print the projected wall time per phase and in total and the peak memory against the device's, write the plan's JSON and stop (no run directory; no data set is read but digits and image folders)")
+    g.add_argument("--plan_file", default=None, help="where --plan writes its JSON (default: <out_dir>/plan-<kind>-<save>.json)")
+    g.add_argument("--plan_memory", type=float, default=None, metavar="MB", help="--plan against this much memory instead of the device's free memory (to plan for a smaller GPU); where the run does not fit, the largest --batch_size (and for a search --hessian_chunk, --sal_batch_size) that fits is found by measuring")
+
+
+def check_flags(p, args) -> None:
+    """--plan_file/--plan_memory need --plan; --plan plans a new run (not --resume, --mode eval)."""
+    if not args.plan and (args.plan_file or args.plan_memory):
+        p.error("--plan_file and --plan_memory go with --plan")
+    if args.plan and (args.resume or getattr(args, "mode", "train") == "eval"):
+        p.error("--plan plans a new run: give the run's flags without --resume (or --mode eval)")
+    if args.plan_memory is not None and args.plan_memory <= 0:
+        p.error(f"--plan_memory must be positive (MB), got {args.plan_memory}")
+
+
+def plan_file(args, root: str | Path, kind: str) -> str:
+    """Where the plan's JSON goes: --plan_file, else next to where the run would be."""
+    return args.plan_file or str(rundir.plan_path(root, kind, args.save))
+
+
+
+
+def finish(args, world, plans: list[dict], start: float) -> dict:
+    """plan.json (rank 0) and the printed table; the plan as a dict."""
+    plan = {"device": str(world.device), "world_size": world.world_size, "runs": plans,
+            "planning_seconds": time.perf_counter() - start}
+    if world.is_main:
+        path = Path(args.plan_file)  # (set by the script: plan_file)
+        utils.write_json(path, plan)
+        print(report(plan) + f"\nplan written to {path}", flush=True)
+    return plan
+
+
+def report(plan: dict) -> str:
+    """The plan as a few lines for a person."""
+    lines = [f"plan on {plan['device']} x {plan['world_size']} (planned in {plan['planning_seconds']:.0f} s):"]
+    for run in plan["runs"]:
+        lines.append(f"  {run['label']}: {timing.duration(run['total_seconds'])} in all; peak "
+                     f"{run['peak_MB']:.0f} MB ({run['memory_kind']}) of {run['capacity_MB']:.0f} MB "
+                     f"({run['capacity_source']}): {'fits' if run['fits'] else 'DOES NOT FIT'}")
+        for phase, p in run["phases"].items():
+            mb = "" if p["peak_MB"] is None else f", peak {p['peak_MB']:.0f} MB"
+            lines.append(f"    {phase:10s} {timing.duration(p['seconds']):>8s}{mb}")
+        for flag, value in run.get("suggestions", {}).items():
+            lines.append(f"    fits with --{flag} {value}" if value else f"    --{flag}: not even 1 fits")
+    return "\n".join(lines)
