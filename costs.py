@@ -1,21 +1,28 @@
 """What a run costs, piece by piece: the seconds and peak memory of each piece of a search
 (architecture and weight steps, s1 and s2 saliency batches, evaluation batches, the audit) timed
 with the search's own code along a prune trajectory, and the search's schedule integrated over
-them step by step. `--plan` (plan.py) and bench/bench_whole_search.py both use it."""
+them step by step; and what reading its data and writing its checkpoints cost. `--plan`
+(plan.py) and bench/bench_whole_search.py both use it."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import math
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 import audit
+import rundir
 import saliency as S
 import timing
 import utils
+from data import NUM_CLASSES, SIZES, Digits, get_datasets, make_loader, transforms
 from saliency import PruneSchedule
 
 PHASES = ("arch", "weight", "saliency", "compare", "validation", "audit")
@@ -95,6 +102,7 @@ class Pieces:
         # Freed memory handed back before each piece (the bisections of plan.py): otherwise a
         # piece's peak includes what earlier pieces left with the allocator, as in a run.
         self.release = False
+        self.hessian_warm = False
 
     def timed(self, fn: Callable[[], object], repeats: int, warmup: bool = True) -> tuple[dict, dict]:
         """({phase: mean seconds per call}, {phase: peak MB}) of `fn` on a fresh phase timer."""
@@ -115,10 +123,10 @@ class Pieces:
                 hessian_rows: int = 0, arch_steps: bool = False, audit_batch: int | None = None,
                 chunk: int = 16) -> dict[str, float]:
         """Time every piece with the masks of `level`: an iteration on batches of `batch`
-        (architecture + weight step;
-        with `arch_steps` also the accumulating one), one s1 batch of `sal_batch`, one evaluation
-        batch; with `s2_batch`, s2's gradient batch and `hessian_rows` Hessian rows at once
-        (seconds per row); with `audit_batch`, one audit batch."""
+        (architecture + weight step; with `arch_steps` also the accumulating one), one s1 batch of
+        `sal_batch`, one evaluation batch, one s1r comparison batch (a candidate removed); with
+        `s2_batch`, s2's gradient batch and `hessian_rows` Hessian rows at once (seconds per
+        row); with `audit_batch`, one audit batch."""
         run, model = self.run, self.run.model
         self.set_level(level)
         x, y = self.batch(batch)
@@ -132,7 +140,7 @@ class Pieces:
             self.step(run, x, y, xv, yv, lr, meters, "the plan")
             run.pruner.reset_accumulation()
 
-        source = run.args.sal_source
+        source, amp = run.args.sal_source, run.args.amp
         out, memory = {}, {}
         seconds, peaks = self.timed(lambda: iteration("pass"), repeats)
         out.update(arch=seconds["arch"], weight=seconds["weight"])
@@ -143,17 +151,21 @@ class Pieces:
         run.args.sal_source = source
         timer = lambda phase, fn: lambda: _in(self.run.timer, phase, fn)
         xs = self.batch(sal_batch)
-        seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(model, [xs], self.device)),
+        seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(model, [xs], self.device, amp)),
                                     repeats)
         out["s1"], memory["saliency"] = seconds["saliency"], peaks["saliency"]
         evaluate = lambda: utils.evaluate(model, [(xv, yv)], torch.nn.CrossEntropyLoss(), self.device)
         seconds, peaks = self.timed(timer("validation", evaluate), repeats)
         out["eval"], memory["validation"] = seconds["validation"], peaks["validation"]
-        memory["compare"] = memory["validation"]  # (s1r's comparisons are evaluation batches)
+        # s1r: a candidate removed, on 4 batches a call (the run's 31 share the call's overhead)
+        flat = int(model.masks()[0].reshape(-1).nonzero()[0])
+        compare = lambda: S.compare_candidates(model, 0, [flat], lambda: [(xv, yv)] * 4, self.device, amp)
+        seconds, peaks = self.timed(timer("compare", compare), repeats)
+        out["compare"], memory["compare"] = seconds["compare"] / 4, peaks["compare"]
         if s2_batch:
             x2, y2 = self.batch(s2_batch)
-            seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(model, [(x2, y2)],
-                                                                                         self.device)), repeats)
+            seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(model, [(x2, y2)], self.device,
+                                                                                         amp)), repeats)
             out["s1_s2"] = seconds["saliency"]
             rows = torch.cat([m.reshape(-1) for m in model.masks()]).nonzero().squeeze(1)[:hessian_rows]
             betas = model.betas().detach()
@@ -162,7 +174,8 @@ class Pieces:
                 with S.explicit_batchnorm(model):
                     loss_fn = lambda b: torch.nn.functional.cross_entropy(model(x2, betas=b), y2)
                     S.hessian_diagonal(loss_fn, betas, rows, len(rows))
-            seconds, peaks = self.timed(timer("saliency", hessian), 1)
+            seconds, peaks = self.timed(timer("saliency", hessian), 1, warmup=not self.hessian_warm)
+            self.hessian_warm = True  # (the first call's costs once: a chunk can take minutes on a CPU)
             out["hessian_row"] = seconds["saliency"] / len(rows)
             memory["saliency"] = max(memory["saliency"], peaks["saliency"])
         if audit_batch:
@@ -234,9 +247,92 @@ def integrate(pieces: Pieces, method: Method, schedule: PruneSchedule, *, sal_ba
                 out["saliency"] += sal_batches * (pieces.cost(level, "s1") + loads.sal_batch)
             if method.num_compare > 1:
                 candidates = sum(min(method.num_compare, e) for e in pieces.eligible[level])
-                out["compare"] += candidates * (iter_compare + 1) * (pieces.cost(level, "eval") + loads.batch)
+                out["compare"] += candidates * (iter_compare + 1) * (pieces.cost(level, "compare") + loads.batch)
             out["files"] += loads.checkpoint
             level += 1
         out["validation"] += eval_batches * (pieces.cost(level, "eval") + loads.batch)
         out["files"] += loads.checkpoint
     return out
+
+
+# ---------------------------------------------------------------- the data a run reads
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a plan needs of a data set: images in its training and test sets, classes, side."""
+    train: int
+    test: int
+    classes: int
+    side: int
+
+
+def data_shape(name: str, root: str, image_size: int) -> tuple[Shape, torch.utils.data.Dataset]:
+    """The data set's shape and a training set to read batches from: the real one where it costs
+    nothing to open (digits, image folders), else synthetic images of its shape read as it reads
+    its own (uint8 arrays through PIL and the real training transform)."""
+    train_tf, _ = transforms(name, image_size=image_size)
+    if name in ("folder", "imagenet"):  # on disk anyway; counted there
+        train, test, classes = get_datasets(name, root, image_size=image_size)
+        return Shape(len(train), len(test), classes, image_size), train
+    n_train, n_test, side = SIZES[name]
+    shape = Shape(n_train, n_test, NUM_CLASSES[name], side)
+    return shape, Digits(train=True) if name == "digits" else SyntheticImages(shape, train_tf)
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """Random images of a data set's shape (512 distinct, repeated), read the way the CIFAR, SVHN
+    and ImageNet16 sets read theirs."""
+
+    def __init__(self, shape: Shape, transform):
+        self.shape, self.transform = shape, transform
+        self.images = np.random.RandomState(0).randint(0, 256, (512, shape.side, shape.side, 3), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape.train
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i % len(self.images)])), i % self.shape.classes
+
+
+class Batches:
+    """`batches(n)`: a batch of n training images (and labels) on the device, in the run's memory
+    format, read through the real loader."""
+
+    def __init__(self, dataset, device: torch.device, fmt: torch.memory_format):
+        self.dataset, self.device, self.fmt, self.cache = dataset, device, fmt, {}
+
+    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n not in self.cache:
+            x, y = next(iter(make_loader(self.dataset, n, shuffle=True, seed=0)))
+            self.cache[n] = (x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device))
+        return self.cache[n]
+
+
+def load_seconds(dataset, n: int, workers: int, batches: int = 3) -> float:
+    """Seconds the real loader takes per batch of n (after its first batch: workers starting)."""
+    loader = make_loader(dataset, n, shuffle=True, seed=0, workers=workers)
+    it = iter(loader)
+    next(it)
+    start, done = time.perf_counter(), 0
+    for _ in range(min(batches, len(loader) - 1)):
+        next(it)
+        done += 1
+    return (time.perf_counter() - start) / max(done, 1)
+
+
+def waiting(load: float, compute: float, workers: int) -> float:
+    """Seconds a step waits for its batch: all of the loading without workers; with workers, only
+    what the computation does not hide."""
+    return load if workers == 0 else max(load - compute, 0.0)
+
+
+def checkpoint_seconds(state: dict, folder: Path) -> float:
+    """Seconds to write `state` as the run writes its checkpoints (atomically, on `folder`'s disk)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".plan-") as temporary:
+        start = time.perf_counter()
+        utils.save_checkpoint(Path(temporary) / rundir.CHECKPOINT, state)
+        return time.perf_counter() - start

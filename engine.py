@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import costs
 import distributed
 import oom
 import plan
@@ -316,7 +317,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     utils.set_determinism(args.deterministic)
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
     net = build_network(args, network_cls, genotype, num_classes, world, image_size, resume[1] if resume else None)
-    model, ddp, optimizer, memory_format = net.model, net.ddp, net.optimizer, net.memory_format
+    ddp, optimizer, memory_format = net.ddp, net.optimizer, net.memory_format
     params, madds = net.params_M, net.multadds_M
     aux_weight = args.auxiliary_weight if args.auxiliary else 0.0
     batch_size = utils.per_process_batch(args.batch_size, world.world_size)
@@ -368,7 +369,7 @@ def plan_run(args, network_cls, dataset: str, *, criterion, base: str | None, na
     args.plan_file = plan.plan_file(args, args.out_dir or base or "ckpt", kind)
     found = sources() if sources is not None else utils.genotype_sources(base, names, args.arch, args.genotype,
                                                                          args.no_restrict)
-    shape, data = plan.data_shape(dataset, args.data, args.image_size)
+    shape, data = costs.data_shape(dataset, args.data, args.image_size)
     if aux_side:
         check_auxiliary(args, shape.side, aux_side)
     build = lambda genotype, classes, world: build_network(args, network_cls, genotype, classes, world, shape.side)

@@ -4,6 +4,7 @@ code 3 (other errors exit 2, tracebacks 1)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -84,5 +85,20 @@ class Guard:
         kept = (f"the last checkpoint, {self.checkpoint} (at {position}), is intact" if position
                 else "no checkpoint had been written yet")
         advice = self.advice.get(phase, self.advice.get(None, ""))
-        raise OutOfMemory(f"out of memory in the {phase or 'set-up'} phase on {self.device}: "
+        raise OutOfMemory(f"out of memory {f'in the {phase} phase' if phase else 'between phases'} on {self.device}: "
                           f"{needed_and_had(e, self.device)}; {kept}; {advice}") from None
+
+
+def guarded(main: Callable, argv: list[str] | None):
+    """`main(argv)`, with an out-of-memory error that no Guard turned into one line (while setting
+    up or finishing a run) said in one line too."""
+    try:
+        return main(argv)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        cuda = isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available()
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+        raise OutOfMemory(f"out of memory outside the epochs (setting up or finishing the run) on {device}: "
+                          f"{needed_and_had(e, device)}; lower --batch_size or the network's size "
+                          "(--init_channels, --layers)") from None

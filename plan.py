@@ -12,13 +12,11 @@ s2 Hessian chunk, saliency batch) that fits is found by measuring. Only plan.jso
 from __future__ import annotations
 
 import math
-import tempfile
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import costs
@@ -27,7 +25,8 @@ import oom
 import rundir
 import timing
 import utils
-from data import SIZES, Digits, get_datasets, make_loader, split_indices, transforms
+from costs import Batches, Shape, checkpoint_seconds, data_shape, load_seconds, waiting
+from data import split_indices
 from saliency import PruneSchedule
 from splits import NB201_SPLITS, read_split_file
 
@@ -36,91 +35,10 @@ LEVELS = 3  # pruning levels measured: the supernet, half way, the final cell
 REPEATS = 2  # timed calls per piece (after a warm-up call)
 
 
-@dataclass(frozen=True)
-class Shape:
-    """What a plan needs of a data set: images in its training and test sets, classes, side."""
-    train: int
-    test: int
-    classes: int
-    side: int
-
-
-def data_shape(name: str, root: str, image_size: int) -> tuple[Shape, torch.utils.data.Dataset]:
-    """The data set's shape and a training set to read batches from: the real one where it costs
-    nothing to open (digits, image folders), else synthetic images of its shape read as it reads
-    its own (uint8 arrays through PIL and the real training transform)."""
-    train_tf, _ = transforms(name, image_size=image_size)
-    if name in ("folder", "imagenet"):  # on disk anyway; counted there
-        train, test, classes = get_datasets(name, root, image_size=image_size)
-        return Shape(len(train), len(test), classes, image_size), train
-    n_train, n_test, side = SIZES[name]
-    from data import NUM_CLASSES
-
-    shape = Shape(n_train, n_test, NUM_CLASSES[name], side)
-    return shape, Digits(train=True) if name == "digits" else SyntheticImages(shape, train_tf)
-
-
-class SyntheticImages(torch.utils.data.Dataset):
-    """Random images of a data set's shape (512 distinct, repeated), read the way the CIFAR, SVHN
-    and ImageNet16 sets read theirs."""
-
-    def __init__(self, shape: Shape, transform):
-        self.shape, self.transform = shape, transform
-        self.images = np.random.RandomState(0).randint(0, 256, (512, shape.side, shape.side, 3), dtype=np.uint8)
-
-    def __len__(self) -> int:
-        return self.shape.train
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i % len(self.images)])), i % self.shape.classes
-
-
-class Batches:
-    """`batches(n)`: a batch of n training images (and labels) on the device, in the run's memory
-    format, read through the real loader."""
-
-    def __init__(self, dataset, device: torch.device, fmt: torch.memory_format):
-        self.dataset, self.device, self.fmt, self.cache = dataset, device, fmt, {}
-
-    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if n not in self.cache:
-            x, y = next(iter(make_loader(self.dataset, n, shuffle=True, seed=0)))
-            self.cache[n] = (x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device))
-        return self.cache[n]
-
-
-def load_seconds(dataset, n: int, workers: int, batches: int = 3) -> float:
-    """Seconds the real loader takes per batch of n (after its first batch: workers starting)."""
-    loader = make_loader(dataset, n, shuffle=True, seed=0, workers=workers)
-    it = iter(loader)
-    next(it)
-    start, done = time.perf_counter(), 0
-    for _ in range(min(batches, len(loader) - 1)):
-        next(it)
-        done += 1
-    return (time.perf_counter() - start) / max(done, 1)
-
-
-def waiting(load: float, compute: float, workers: int) -> float:
-    """Seconds a step waits for its batch: all of the loading without workers; with workers, only
-    what the computation does not hide."""
-    return load if workers == 0 else max(load - compute, 0.0)
-
-
-def checkpoint_seconds(state: dict, folder: Path) -> float:
-    """Seconds to write `state` as the run writes its checkpoints (atomically, on `folder`'s disk)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".plan-") as temporary:
-        start = time.perf_counter()
-        utils.save_checkpoint(Path(temporary) / rundir.CHECKPOINT, state)
-        return time.perf_counter() - start
-
-
 def capacity(device: torch.device, override_mb: float | None) -> tuple[float, str]:
     """(MB the run may use, where that figure comes from): --plan_memory, else the GPU's free
-    memory, else the machine's available memory (this process's own included)."""
+    memory, else the machine's available memory (this process's own included; shared between
+    torchrun's processes on it)."""
     if override_mb:
         return override_mb, "--plan_memory"
     if device.type == "cuda":
@@ -128,12 +46,13 @@ def capacity(device: torch.device, override_mb: float | None) -> tuple[float, st
         return (free + torch.cuda.memory_reserved(device)) / 2**20, f"free memory of {total / 2**30:.1f} GiB on {device}"
     info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines()) \
         if Path("/proc/meminfo").exists() else {}
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # (torchrun's processes on this machine share it)
+    share = f", shared by {processes} processes" if processes > 1 else ""
     if "MemAvailable" in info:
-        rss = timing.resident_mb()
-        return int(info["MemAvailable"].split()[0]) / 1024 + rss, "available memory of the machine"
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, "physical memory of the machine"
+        available = int(info["MemAvailable"].split()[0]) / 1024 / processes + timing.resident_mb()
+        return available, f"available memory of the machine{share}"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    return total / processes, f"physical memory of the machine{share}"
 
 
 def fits(measure: Callable[[int], float], value: int, limit: float, device: torch.device) -> bool:
@@ -200,8 +119,16 @@ def plan_search(args, build: Callable, step: Callable, repeats: int = REPEATS) -
     options = dict(batch=bs, sal_batch=sal_bs, s2_batch=sal_bs if method.second else None,
                    arch_steps=method.arch_steps, audit_batch=sal_bs if args.audit_every else None,
                    chunk=args.hessian_chunk)
-    for level in sorted({0, len(events) // 2, len(events)})[:LEVELS]:
-        pieces.measure(level, repeats, hessian_rows=min(args.hessian_chunk, pieces.live[level]), **options)
+    limit, source = capacity(world.device, args.plan_memory)
+    try:
+        for level in sorted({0, len(events) // 2, len(events)})[:LEVELS]:
+            pieces.measure(level, repeats, hessian_rows=min(args.hessian_chunk, pieces.live[level]), **options)
+    except (torch.OutOfMemoryError, RuntimeError) as e:  # the run itself would stop here
+        if not oom.is_out_of_memory(e):
+            raise
+        failed = unfit(e, run.timer.current, world.device, limit, source, run.timer.memory.kind)
+        failed["suggestions"] = search_suggestions(args, pieces, world, limit, bs, sal_bs, method, {failed["phase"]})
+        return finish(args, world, [{"label": f"{args.search_space} search", **failed}], start)
     per_process = lambda n: math.ceil(n / world.world_size)
     steps = math.ceil(per_process(n_weights) / bs)
     schedule = PruneSchedule(args.warmup, args.prune_interval or max(steps // 2, 1), steps, args.epochs)
@@ -216,21 +143,31 @@ def plan_search(args, build: Callable, step: Callable, repeats: int = REPEATS) -
                              eval_batches=math.ceil(per_process(n_arch) / bs), iter_compare=args.iter_compare,
                              budget=args.sal_second_budget, loads=loads, audit_every=args.audit_every,
                              audit_batches=args.audit_batches)
-    limit, source = capacity(world.device, args.plan_memory)
     plan = summary(phases, pieces.peaks(), limit, source, run.timer.memory.kind)
     plan.update(label=f"{args.search_space} search", schedule={
         "epochs": args.epochs, "steps_per_epoch": steps, "events": len(events), "levels_measured": sorted(pieces.seconds),
-        "live_ops": [pieces.live[k] for k in sorted(pieces.seconds)]})
+        "live_ops": [pieces.live[k] for k in sorted(pieces.seconds)]},
+        pieces={level: pieces.seconds[level] for level in sorted(pieces.seconds)})  # (seconds of each, per level)
     if not plan["fits"]:
-        plan["suggestions"] = search_suggestions(args, pieces, world, limit, bs, sal_bs, method)
+        over = {k for k, mb in pieces.peaks().items() if mb > limit}
+        plan["suggestions"] = search_suggestions(args, pieces, world, limit, bs, sal_bs, method, over)
     return finish(args, world, [plan], start)
 
 
+def unfit(e: BaseException, phase: str | None, device: torch.device, limit: float, source: str, kind: str) -> dict:
+    """The plan of a run that ran out of memory while being measured: no projection, the phase."""
+    costs.release_memory(device)
+    return {"phases": {}, "total_seconds": None, "peak_MB": None, "memory_kind": kind, "capacity_MB": limit,
+            "capacity_source": source, "fits": False, "phase": phase,
+            "out_of_memory": f"in the {phase} phase: {oom.needed_and_had(e, device)}"}
+
+
 def search_suggestions(args, pieces: costs.Pieces, world, limit: float, bs: int, sal_bs: int,
-                       method: costs.Method) -> dict:
-    """The largest --batch_size (steps, comparisons, validation), --hessian_chunk and
-    --sal_batch_size (saliency) that fit, each measured at full size."""
-    peaks, found, device = pieces.peaks(), {}, world.device
+                       method: costs.Method, over: set[str]) -> dict:
+    """The largest --batch_size (the phases `over` the limit among steps, comparisons,
+    validation), --hessian_chunk and --sal_batch_size (saliency) that fit, each measured at full
+    size."""
+    found, device = {}, world.device
     pieces.release = True  # each try's own peak
 
     def step_peak(b: int) -> float:
@@ -245,9 +182,9 @@ def search_suggestions(args, pieces: costs.Pieces, world, limit: float, bs: int,
         pieces.measure(0, 1, batch=1, sal_batch=b, s2_batch=b if method.second else None,
                        hessian_rows=1 if method.second else 0)
         return pieces.memory[0]["saliency"]
-    if max(peaks.get(k, 0.0) for k in ("arch", "weight", "validation")) > limit:
+    if over & {"arch", "weight", "validation", "compare", "data"}:
         found["batch_size"] = scale(largest(step_peak, bs, limit, device), world)
-    if peaks.get("saliency", 0.0) > limit:
+    if "saliency" in over:
         if method.second:
             found["hessian_chunk"] = largest(chunk_peak, args.hessian_chunk, limit, device)
         if not found.get("hessian_chunk"):
@@ -294,35 +231,43 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
         def evaluate():
             with timer("eval"):
                 utils.evaluate(model, [(x, y)], torch.nn.CrossEntropyLoss(), world.device)
-        seconds = {}
-        for phase, fn in (("train", train), ("eval", evaluate)):
-            fn()  # warm-up
+        def step_peak(b: int) -> float:
+            nonlocal x, y
+            x, y = Batches(data, world.device, fmt)(b)
             costs.release_memory(world.device)
-            timer.total.pop(phase)
-            for _ in range(repeats):
-                fn()
-            seconds[phase] = timer.total[phase] / repeats
+            timer.peak.clear()
+            train()
+            evaluate()
+            return max(timer.peak.values())
+        seconds = {}
+        limit, source = capacity(world.device, args.plan_memory)
+        try:
+            for phase, fn in (("train", train), ("eval", evaluate)):
+                fn()  # warm-up
+                costs.release_memory(world.device)
+                timer.total.pop(phase)
+                for _ in range(repeats):
+                    fn()
+                seconds[phase] = timer.total[phase] / repeats
+        except (torch.OutOfMemoryError, RuntimeError) as e:  # the run itself would stop here
+            if not oom.is_out_of_memory(e):
+                raise
+            plans.append({"label": label, **unfit(e, timer.current, world.device, limit, source, timer.memory.kind),
+                          "suggestions": {"batch_size": scale(largest(step_peak, bs, limit, world.device), world)}})
+            continue
         files = checkpoint_seconds({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                                    Path(args.out_dir or "ckpt"))
         phases = {"train": args.epochs * steps * (seconds["train"] + waiting(load, seconds["train"], args.workers)),
                   "eval": args.epochs * eval_batches * (seconds["eval"] + waiting(load, seconds["eval"], args.workers)),
                   "files": args.epochs * files}
-        limit, source = capacity(world.device, args.plan_memory)
         plan = summary(phases, dict(timer.peak), limit, source, timer.memory.kind)
         plan.update(label=label, params_M=net.params_M, multadds_M=net.multadds_M,
                     schedule={"epochs": args.epochs, "steps_per_epoch": steps,
                                            "eval_batches_per_epoch": eval_batches})
         if not plan["fits"]:
-            def step_peak(b: int) -> float:
-                nonlocal x, y
-                x, y = Batches(data, world.device, fmt)(b)
-                timer.peak.clear()
-                train()
-                evaluate()
-                return max(timer.peak.values())
             plan["suggestions"] = {"batch_size": scale(largest(step_peak, bs, limit, world.device), world)}
         plans.append(plan)
-        del net, model, ddp, optimizer
+        net = model = ddp = optimizer = None  # (freed before the next architecture's network)
         costs.release_memory(world.device)
     return finish(args, world, plans, start)
 
@@ -371,9 +316,13 @@ def report(plan: dict) -> str:
     """The plan as a few lines for a person."""
     lines = [f"plan on {plan['device']} x {plan['world_size']} (planned in {plan['planning_seconds']:.0f} s):"]
     for run in plan["runs"]:
-        lines.append(f"  {run['label']}: {timing.duration(run['total_seconds'])} in all; peak "
-                     f"{run['peak_MB']:.0f} MB ({run['memory_kind']}) of {run['capacity_MB']:.0f} MB "
-                     f"({run['capacity_source']}): {'fits' if run['fits'] else 'DOES NOT FIT'}")
+        if run["total_seconds"] is None:
+            lines.append(f"  {run['label']}: DOES NOT FIT: out of memory {run['out_of_memory']} "
+                         f"({run['capacity_source']})")
+        else:
+            lines.append(f"  {run['label']}: {timing.duration(run['total_seconds'])} in all; peak "
+                         f"{run['peak_MB']:.0f} MB ({run['memory_kind']}) of {run['capacity_MB']:.0f} MB "
+                         f"({run['capacity_source']}): {'fits' if run['fits'] else 'DOES NOT FIT'}")
         for phase, p in run["phases"].items():
             mb = "" if p["peak_MB"] is None else f", peak {p['peak_MB']:.0f} MB"
             lines.append(f"    {phase:10s} {timing.duration(p['seconds']):>8s}{mb}")

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import distributed
+import oom
 import rundir
 from cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
 from fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
@@ -29,13 +30,13 @@ logger = logging.getLogger("fpdarts")
 
 
 def run_cli(main, argv: list[str] | None = None):
-    """Call a script's `main`: user errors (bad flags, genotypes, missing data sets) become one
-    line on stderr and exit code 2; the torchrun process group is left in every case."""
+    """Call a script's `main`: user errors (bad flags, genotypes, missing data sets) and running out
+    of memory become one line on stderr (exit code 2, 3); the torchrun process group is left always."""
     from data import DatasetMissing
     from genotypes import GenotypeError
 
-    return cli.run_cli(main, argv, errors=(GenotypeError, DatasetMissing), succeeded=distributed.wait_for_all,
-                       cleanup=distributed.shutdown)
+    return cli.run_cli(lambda args: oom.guarded(main, args), argv, errors=(GenotypeError, DatasetMissing),
+                       succeeded=distributed.wait_for_all, cleanup=distributed.shutdown)
 
 
 # ---------------------------------------------------------------- environment

@@ -246,8 +246,10 @@ def plan_jobs(jobs: list[campaign.Job], folder: Path) -> dict:
         plans[job.name] = json.loads(file.read_text())
         for run in plans[job.name]["runs"]:
             fix = ", ".join(f"--{k} {v}" for k, v in run.get("suggestions", {}).items())
-            rows.append([job.name + (" (DARTS_V2 stand-in)" if STAND_IN[1] in argv else ""), duration(run["total_seconds"]),
-                         f"{run['peak_MB']:.0f}", f"{run['capacity_MB']:.0f}", "yes" if run["fits"] else "NO", fix])
+            projected = "out of memory" if run["total_seconds"] is None else duration(run["total_seconds"])
+            peak = "" if run["peak_MB"] is None else f"{run['peak_MB']:.0f}"
+            rows.append([job.name + (" (DARTS_V2 stand-in)" if STAND_IN[1] in argv else ""), projected, peak,
+                         f"{run['capacity_MB']:.0f}", "yes" if run["fits"] else "NO", fix])
     sys.stdout.write(table(rows) + f"plans in {folder}\n")
     return plans
 

@@ -156,3 +156,16 @@ def prune_randomly(space, restrict, seed, num_kept_min=8, invariant=None):
                 assert invariant(c, keep)
         events += 1
     return keeps, events
+
+
+def fail_on_call(monkeypatch, owner, name: str, call: int, error: BaseException) -> None:
+    """`owner.name` raises `error` on its `call`-th call (and works otherwise): a fault injected
+    at a real call site (e.g. PyTorch's out-of-memory error inside a step)."""
+    real, calls = getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return real(*args, **kwargs)
+    monkeypatch.setattr(owner, name, wrapper)

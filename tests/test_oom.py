@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import fail_on_call
 
 import oom
 import train
@@ -17,18 +18,6 @@ TRAIN = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "2", "--batch_
          "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "0"]
 CUDA = "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.19 GiB of which 2.06 MiB is free."
 CPU = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 20971520 bytes."
-
-
-def fail_on_call(monkeypatch, owner, name: str, call: int, error: BaseException):
-    """`owner.name` raises `error` on its `call`-th call (and works otherwise)."""
-    real, calls = getattr(owner, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise error
-        return real(*args, **kwargs)
-    monkeypatch.setattr(owner, name, wrapper)
 
 
 def stops_out_of_memory(main, argv, capsys) -> str:
@@ -88,3 +77,15 @@ def test_other_errors_pass_through_unchanged(tmp_path, monkeypatch):
     fail_on_call(monkeypatch, torch.nn.utils, "clip_grad_norm_", 1, RuntimeError("something else"))
     with pytest.raises(RuntimeError, match="something else"):
         train.main([*TRAIN, "--epochs", "1", "--out_dir", str(tmp_path)])
+
+
+def test_out_of_memory_while_setting_up(tmp_path, monkeypatch, capsys):
+    """Before the first epoch (the network onto its device): one line too, no checkpoint named."""
+    import model
+
+    fail_on_call(monkeypatch, model.NetworkCIFAR, "to", 1, torch.OutOfMemoryError(CUDA))
+    with pytest.raises(SystemExit) as stop:
+        utils.run_cli(train.main, [*TRAIN, "--out_dir", str(tmp_path)])
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 3 and len(line.splitlines()) == 1
+    assert line.startswith("error: out of memory outside the epochs (setting up or finishing the run) on cpu")

@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
+from conftest import fail_on_call, make_image_folder, run_cli
 
 import plan
+import train
+import train_search
 
 SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
           "--epochs", "3", "--warmup", "1", "--report_freq", "100"]
@@ -116,3 +118,16 @@ def test_a_campaign_plans_every_job_in_one_table(tmp_path):
     assert sorted(p.name for p in plans.iterdir()) == ["retrain-search-s1-seed0.json", "search-s1-seed0.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["campaign"]  # no run directory
     assert json.loads((plans / "search-s1-seed0.json").read_text())["runs"][0]["schedule"]["steps_per_epoch"] == 4
+
+
+@pytest.mark.parametrize("main, args, phase", [(train_search.main, SEARCH, "weight"), (train.main, TRAIN, "train")])
+def test_a_plan_that_runs_out_of_memory_says_where_and_what_fits(tmp_path, monkeypatch, capsys, main, args, phase):
+    """PyTorch's out-of-memory error in the first measured step: no projection, the phase, and
+    the largest batch below it that then ran, measured."""
+    fail_on_call(monkeypatch, torch.nn.utils, "clip_grad_norm_", 1, torch.OutOfMemoryError("CUDA out of memory."))
+    (run,) = main([*args, "--plan", "--plan_file", str(tmp_path / "plan.json")])["runs"]
+    assert run["fits"] is False and run["total_seconds"] is None and run["phase"] == phase
+    assert run["out_of_memory"].startswith(f"in the {phase} phase")
+    assert run["suggestions"]["batch_size"] == int(args[args.index("--batch_size") + 1]) - 1
+    assert "DOES NOT FIT: out of memory in the" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plan.json").read_text())["runs"] == [run]
