@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import audit
+import checkpoints
 import rundir
 import saliency as S
 import timing
@@ -334,5 +335,5 @@ def checkpoint_seconds(state: dict, folder: Path) -> float:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".plan-") as temporary:
         start = time.perf_counter()
-        utils.save_checkpoint(Path(temporary) / rundir.CHECKPOINT, state)
+        checkpoints.save(Path(temporary) / rundir.CHECKPOINT, state)
         return time.perf_counter() - start

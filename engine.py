@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import checkpoints
 import costs
 import distributed
 import oom
@@ -20,7 +21,7 @@ import timing
 import utils
 from architectures import GENOTYPE_FORMAT, ArchFormat
 from data import holdout_split, make_loader, transforms
-from visualize import GraphvizMissing, draw
+from visualize import draw_or_warn
 
 log = utils.logger
 
@@ -168,7 +169,7 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         with timer("files"):
             rng = utils.rng_states()
             if world.is_main:
-                utils.save_checkpoint(run_dir / rundir.CHECKPOINT, {
+                checkpoints.save(run_dir / rundir.CHECKPOINT, previous=run_dir / rundir.PREVIOUS, state={
                     "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "history": history, "rng": rng, "elapsed": time.time() - clock,
                     "world_size": world.world_size, "log_bytes": (run_dir / rundir.LOG).stat().st_size,
@@ -225,7 +226,7 @@ def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: di
     """--mode eval: rebuild the network from the checkpoint's genotype, report test accuracy
     (each process evaluates its share of the test set under torchrun)."""
     utils.setup_logging(None, world.is_main)
-    state = utils.load_checkpoint(args.model_path)
+    state = checkpoints.load(args.model_path)
     if not {"genotype", "model", "args"} <= set(state):
         raise utils.UserError(f"{args.model_path}: not a checkpoint of train.py / train_imagenet.py")
     genotype = fmt.from_dict(state["genotype"], args.model_path)
@@ -257,20 +258,19 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
         rundir.check_resumable(run_dir / rundir.CHECKPOINT, state["args"], args)
         args.seed = state["args"]["seed"]
         if world.is_main:
+            rundir.lock(run_dir)  # before touching its files: a second process on it is refused
             utils.truncate_to(run_dir / rundir.LOG, state["log_bytes"])  # drop the lost epoch's lines
     else:
         suffix = fmt.short_name(label)  # g<epoch>, g<genotype name>, g<architecture in short>
         run_dir = utils.shared_run_dir(
             world, lambda: rundir.make(run_root, kind, args.save, f"g{suffix}"))
+    if world.is_main:
+        rundir.lock(run_dir)  # (a new one: no other process knows it yet)
     utils.setup_logging(run_dir, world.is_main)
-    log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device,
-             world.world_size, vars(args))
+    log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device, world.world_size, vars(args))
     if world.is_main and not resume:
         utils.write_json(run_dir / rundir.ARGS, vars(args))
-        try:
-            draw(fmt, genotype, run_dir / rundir.DRAWING)
-        except GraphvizMissing as e:
-            log.warning("no drawing of the cells: %s", e)
+        draw_or_warn(fmt, genotype, run_dir / rundir.DRAWING, log.warning, label)
     return run_dir
 
 
@@ -387,7 +387,7 @@ def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, im
     args.seed = utils.resolve_seed(args.seed)
     if args.mode == "eval":
         return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world, fmt)]
-    resume = utils.resume_checkpoint(args.resume) if args.resume else None
+    resume = checkpoints.resume(args.resume) if args.resume else None
     if resume:
         found = resume_source(resume, fmt)
     elif sources is not None:

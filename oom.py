@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+import checkpoints
 from cli import UserError
 
 EXIT_CODE = 3
@@ -59,11 +60,9 @@ def checkpoint_position(path: Path) -> str | None:
     """Where the run stood at its checkpoint ('epoch 3, step 97' or 'the end of epoch 3'), read
     lazily (memory-mapped); None without a readable checkpoint."""
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return checkpoints.position(torch.load(path, map_location="cpu", mmap=True, weights_only=False))
     except Exception:  # (absent, or unreadable: said as "no checkpoint")
         return None
-    step = state.get("step")
-    return f"the end of epoch {state['epoch']}" if step is None else f"epoch {state['epoch']}, step {step}"
 
 
 class Guard:

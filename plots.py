@@ -291,7 +291,7 @@ def drawings(run: SimpleNamespace, out: Path) -> dict[str, Path | str]:
     last = rundir.epoch_path(run.dir, "genotype", run.epochs[-1])
     try:
         draw(*load_architecture(last), out / "current")
-    except (GraphvizMissing, GenotypeError, UserError, OSError, KeyError) as e:
+    except (ImportError, GraphvizMissing, GenotypeError, UserError, OSError, KeyError) as e:
         return {t: f"no drawing: {e}" for t in run.types}
     return {t: out / f"current_{t}.png" for t in run.types}
 

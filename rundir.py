@@ -7,7 +7,9 @@ Every other module asks this one for a path; none spells a file name of a run di
 """
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from genotypes import Genotype, GenotypeError, load_genotype
 
 # Every run directory.
 ARGS, LOG, TB, CHECKPOINT, RESULTS = "args.json", "log.txt", "tb", "checkpoint.pt", "results.json"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the newest, kept in case that one is damaged
 DRAWING = "genotype"  # the cells' drawings: genotype_<cell type>.pdf / .png
 # A search's own files.
 SEARCH_SPACE, FINAL_ARCH = "search_space.json", "genotype.json"
@@ -24,7 +27,8 @@ PRUNE_EVENTS, SALIENCY, AUDIT = "prune_events.jsonl", "saliency.jsonl", "audit.j
 APPENDED = (PRUNE_EVENTS, SALIENCY, AUDIT)  # append-only: cut back to the checkpoint's sizes on resume
 SUMMARY, PLOTS, ONE_SHOT = "summary", "plots", "one_shot"
 SELECTION = "selection.json"  # scripts/select_genotype.py's ranking, in its --out_dir
-PLAN = "plan-{kind}-{save}.json"  # --plan's projection, in the --out_dir a run would go to (no run directory)
+PLAN = "plan-{kind}-{save}.json"
+LOCK = ".lock"  # held (flock) by the process running in a run directory  # --plan's projection, in the --out_dir a run would go to (no run directory)
 # The authors' per-epoch layout: results_of_7q/{genotype,alpha,sal}/<epoch>.txt and results.csv.
 EPOCHS, RESULTS_CSV = "results_of_7q", "results.csv"
 # The kinds of run directory: train_search.py, train.py, train_imagenet.py, train_nb201.py.
@@ -43,6 +47,36 @@ def make(root: str | Path, kind: str, save: str, suffix: str | None = None) -> P
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=False)
     return path
+
+
+_LOCKS: dict = {}  # run directory: its open lock file, held until this process ends
+
+
+def lock(run_dir: str | Path) -> None:
+    """Take `run_dir` for this process, or refuse with one line when another process has it (a
+    rerun while the first still runs). The lock is the kernel's (flock on <run_dir>/.lock): a
+    process that dies, even by SIGKILL, holds it no more. (Not where flock is missing, and on
+    some network file systems it only excludes processes of one machine.)"""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    key = Path(run_dir).resolve()
+    if key in _LOCKS:
+        return
+    f = open(key / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{run_dir} is in use by {holder}; wait for it to end (or stop it), then --resume") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    _LOCKS[key] = f
 
 
 def plan_path(root: str | Path, kind: str, save: str) -> Path:

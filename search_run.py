@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 import audit
+import checkpoints
 import distributed
 import nasbench201
 import rundir
@@ -28,7 +29,7 @@ from model_search import Supernet
 from saliency import Pruner, PruneSchedule
 from search_spaces import recipe_values
 from splits import SPLITS_WHERE, search_data
-from visualize import GraphvizMissing, draw
+from visualize import draw_or_warn
 
 log = utils.logger
 
@@ -145,7 +146,7 @@ def save_state(run: Search, epoch: int, step: int | None) -> None:
 def write_checkpoint(run: Search, epoch: int, step: int | None, rng, accumulation: dict) -> None:
     """The checkpoint of `save_state`, written atomically by rank 0."""
     sizes = {name: (run.dir / name).stat().st_size for name in rundir.APPENDED if (run.dir / name).exists()}
-    utils.save_checkpoint(run.dir / rundir.CHECKPOINT, {
+    checkpoints.save(run.dir / rundir.CHECKPOINT, previous=run.dir / rundir.PREVIOUS, state={
         "epoch": epoch, "step": step, "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
@@ -227,14 +228,17 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
     benchmark = distributed.on_main(lambda: nasbench201.Benchmark(args.nb201_file)) if args.nb201_file else None
     state = None
     if args.resume:
-        run_dir, state = utils.resume_checkpoint(args.resume)
+        run_dir, state = checkpoints.resume(args.resume)
         rundir.check_resumable(run_dir / rundir.CHECKPOINT, state["args"], args)
         args.seed = state["args"]["seed"]
         if world.is_main:
+            rundir.lock(run_dir)  # before touching its files: a second process on it is refused
             utils.truncate_to(run_dir / rundir.LOG, state["log_bytes"])
     else:
         run_dir = utils.shared_run_dir(
             world, lambda: rundir.make(args.out_dir, rundir.SEARCH, args.save, f"task{args.task}"))
+    if world.is_main:
+        rundir.lock(run_dir)  # (a new one: no other process knows it yet)
     utils.setup_logging(run_dir, world.is_main)
     if world.is_main and not args.resume:
         utils.write_json(run_dir / rundir.ARGS, vars(args))
@@ -298,7 +302,7 @@ def end_epoch(run: Search, epoch: int, lr: float, train: dict):
         if run.world.is_main:
             write_epoch_files(run.dir, epoch, model, genotype, run.rows)
             if args.save_one_shot:
-                utils.save_checkpoint(rundir.one_shot_path(run.dir, epoch), {"model": model.state_dict()})
+                checkpoints.save(rundir.one_shot_path(run.dir, epoch), {"model": model.state_dict()})
     # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
     seconds = run.timer.lap()
     log.info("epoch %d time: %s", epoch, timing.summary(seconds))
@@ -372,11 +376,8 @@ def finish(run: Search, genotype, valid: dict) -> dict:
                        else {"arch_str": genotype, "benchmark": None})
     if run.world.is_main:
         space.save(genotype, run_dir / rundir.FINAL_ARCH)
-        try:
-            draw(space.format, genotype, run_dir / rundir.DRAWING)
-        except GraphvizMissing as e:
-            log.warning("no drawing of the cells: %s", e)
-        utils.write_json(run_dir / rundir.RESULTS, results)
+        utils.write_json(run_dir / rundir.RESULTS, results)  # the results first: a drawing may fail
+        draw_or_warn(space.format, genotype, run_dir / rundir.DRAWING, log.warning, str(run_dir / rundir.FINAL_ARCH))
         if args.summary:
             with run.timer("files"):
                 write_summary(run_dir)

@@ -184,6 +184,8 @@ def prune_event(run: search_run.Search, epoch: int, step: int) -> None:
         batches = islice(batches, math.ceil(args.sal_second_budget / sum(pruner.live_ops())))
     with timer("saliency"):
         saliency = pruner.saliency(batches)
+    alive = torch.stack(list(run.model.masks()))
+    finite("the saliency", saliency[alive], f"epoch {epoch}, step {step}, prune event")  # (never prunes on NaN)
     with timer("compare"):
         fixed = list(islice(compare_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
         next_batches = (lambda: fixed) if fixed else (lambda: list(islice(compare_iter, args.iter_compare + 1)))
@@ -221,6 +223,8 @@ def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, mete
     def arch_step():
         with timer("arch"):
             found = run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+            alpha = torch.cat([a.reshape(-1) for a in run.model.arch_parameters()])
+            finite("alpha", alpha, f"{where}, architecture step")
             if accumulate:  # this step's s1, from the gradient the step computed anyway
                 run.pruner.accumulate(*found)
 
@@ -239,15 +243,22 @@ def weight_step(run: search_run.SearchParts, x, y, meters: list, where: str) -> 
     with utils.autocast(x.device, args.amp):
         logits = run.ddp(x)  # DDP averages the weight gradients over processes
         loss = nn.functional.cross_entropy(logits, y)
-    if not torch.isfinite(loss):
-        raise utils.UserError(f"the search loss became {loss.item()} in {where}; "
-                              "the last checkpoint, if any, is kept")
+    finite("the search loss", loss, f"{where}, weight step")
     loss.backward()
-    nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip)
+    finite("the weights' gradient", nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip),
+           f"{where}, weight step")
     optimizer.step()
     loss_m, top1_m = meters
     loss_m.update(loss.item(), y.size(0))
     top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+
+
+def finite(name: str, tensor: torch.Tensor, where: str) -> None:
+    """Stop a diverging search where it diverges, with one line (the last checkpoint is finite)."""
+    if not torch.isfinite(tensor).all():
+        raise utils.UserError(f"the search diverged: {name} became non-finite in {where}; no op was pruned with it "
+                              "and the last checkpoint, if any, is kept (a lower --learning_rate or "
+                              "--arch_learning_rate may help)")
 
 
 def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dict:

@@ -4,7 +4,6 @@ directory's layout is rundir.py's)."""
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import os
@@ -35,7 +34,7 @@ def run_cli(main, argv: list[str] | None = None):
     from data import DatasetMissing
     from genotypes import GenotypeError
 
-    return cli.run_cli(lambda args: oom.guarded(main, args), argv, errors=(GenotypeError, DatasetMissing),
+    return cli.run_cli(lambda args: oom.guarded(main, args), argv, errors=(GenotypeError, DatasetMissing, OSError),
                        succeeded=distributed.wait_for_all, cleanup=distributed.shutdown)
 
 
@@ -319,35 +318,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Serialise `state` with torch.save and write it atomically: a crash keeps the old file."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-def resume_checkpoint(path: str | Path) -> tuple[Path, dict]:
-    """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file;
-    a checkpoint of an earlier version comes completed by `rundir.legacy_state`."""
-    path = rundir.checkpoint_of(path)
-    return path.parent, rundir.legacy_state(load_checkpoint(path))
-
-
 def truncate_to(path: Path, size: int) -> None:
     """Cut an append-only file back to `size` bytes: what was written after a checkpoint goes."""
     if path.exists() and path.stat().st_size > size:
         with open(path, "r+b") as f:
             f.truncate(size)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint onto the CPU, or raise UserError naming the file if it is unreadable."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # truncated or corrupt files raise many different errors
-        raise UserError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------- model complexity

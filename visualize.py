@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from architectures import NB201_ENDPOINTS, ArchFormat, nb201_from_dict, parse_nb201_arch
@@ -106,6 +107,19 @@ DRAWERS = {"genotype": plot_genotype, "nb201": plot_nb201}
 def draw(fmt: ArchFormat, arch, out_prefix: str | Path) -> list[Path]:
     """Draw an architecture of format `fmt` as `<out_prefix>_<cell>` PDF and PNG files."""
     return DRAWERS[fmt.kind](arch, out_prefix)
+
+
+def draw_or_warn(fmt: ArchFormat, arch, out_prefix: str | Path, warn: Callable[[str], object],
+                 source: str = "<genotype>") -> list[Path]:
+    """`draw`, where a missing drawer (the graphviz module, its `dot` program) or a failing drawing
+    costs one warning line, never the run (its results are written or still to come):
+    `python visualize.py source` draws the cells later."""
+    try:
+        return draw(fmt, arch, out_prefix)
+    except Exception as e:  # (ImportError, GraphvizMissing, graphviz's own errors, OSError, ...)
+        warn(f"no drawing of the cells ({type(e).__name__}: {e}); draw them later: "
+             f"python visualize.py {source} --out_dir {Path(out_prefix).parent}")
+        return []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ def _seed():
 def run_cli(script: str, *args, cwd: Path | None = None, check: bool = True,
             timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python <script> args...` from the repository as a user would; return the result."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS, **(env or {}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": THREADS, **(env or {})}
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *map(str, args)],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,

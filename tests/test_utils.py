@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import checkpoints
 import utils
 from data import make_loader
 
@@ -13,10 +14,10 @@ class Unpicklable:
 
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    utils.save_checkpoint(path, {"epoch": 1})
+    checkpoints.save(path, {"epoch": 1})
     with pytest.raises(RuntimeError, match="simulated crash"):
-        utils.save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
-    assert utils.load_checkpoint(path)["epoch"] == 1
+        checkpoints.save(path, {"epoch": 2, "bad": Unpicklable()})
+    assert checkpoints.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 

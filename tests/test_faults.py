@@ -1,0 +1,179 @@
+"""The faults long runs meet, each injected through the real code path: nothing finished is lost,
+the user gets one line, and what can be resumed resumes."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, THREADS, run_cli
+
+SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4", "--layers", "3",
+          "--steps", "1", "--epochs", "2", "--warmup", "1", "--report_freq", "100", "--seed", "0"]
+TRAIN = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "1", "--batch_size", "64", "--init_channels", "4",
+         "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def no_graphviz(tmp_path_factory):
+    """A PYTHONPATH on which `import graphviz` fails, as on a GPU image without the package."""
+    shim = tmp_path_factory.mktemp("shim") / "graphviz"
+    shim.mkdir()
+    (shim / "__init__.py").write_text("raise ImportError(\"No module named 'graphviz'\")\n")
+    return {"PYTHONPATH": f"{shim.parent}{os.pathsep}{ROOT}"}
+
+
+@pytest.mark.parametrize("script, args", [("train_search.py", SEARCH), ("train.py", TRAIN)])
+def test_results_before_pictures_without_graphviz(tmp_path, no_graphviz, script, args):
+    """A search and a retrain run to their end without the graphviz package: the results are
+    written, the drawing is one warning line."""
+    done = run_cli(script, *args, "--out_dir", tmp_path, env=no_graphviz)
+    (run,) = tmp_path.iterdir()
+    assert (run / "results.json").is_file() and not list(run.glob("genotype_*.png"))
+    warnings = [line for line in done.stdout.splitlines() if "no drawing of the cells" in line]
+    assert len(warnings) == 1 and "ImportError: No module named 'graphviz'" in warnings[0]
+    assert "python visualize.py" in warnings[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_files_follow_the_users_umask(tmp_path, mask, mode):
+    """On a shared folder: results, checkpoints and every other file as any program writes them."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": THREADS}
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *TRAIN, "--out_dir", str(tmp_path)], env=env,
+                   check=True, capture_output=True, preexec_fn=lambda: os.umask(mask))
+    (run,) = tmp_path.iterdir()
+    for name in ("results.json", "checkpoint.pt", "args.json", "log.txt"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == mode, name
+
+
+def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, monkeypatch, capsys):
+    """ENOSPC when the second checkpoint lands (os.replace, inside the atomic write): one line
+    naming the file, the first checkpoint intact, no temporary file left; resumed once there is
+    room, the run ends as an uninterrupted one."""
+    import errno
+
+    import torch
+    from conftest import fail_on_call
+
+    import fileio
+    import train
+    import utils
+
+    args = [*TRAIN, "--epochs", "2"]
+    utils.run_cli(train.main, [*args, "--out_dir", str(tmp_path / "ref")])
+    # renames: args.json, epoch 0's checkpoint, epoch 0's kept as the previous one, epoch 1's
+    fail_on_call(monkeypatch, fileio.os, "replace", 4, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.raises(SystemExit) as stop:
+        utils.run_cli(train.main, [*args, "--out_dir", str(tmp_path / "cut")])
+    (run,) = (tmp_path / "cut").iterdir()
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and line == f"error: [Errno 28] cannot write {run / 'checkpoint.pt'}: No space left on device"
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert not list(run.glob("*.tmp")) and not (run / "results.json").exists()  # nothing half-written
+    monkeypatch.undo()
+    utils.run_cli(train.main, [*args, "--resume", str(run)])
+    (ref,) = (tmp_path / "ref").iterdir()
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ref, run))
+    assert a["final_test_top1"] == b["final_test_top1"]
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (ref, run))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_diverging_search_stops_where_it_diverges(tmp_path):
+    """Learning rates of 1e9: the first non-finite tensor stops the search with one line naming
+    it and where; no op is pruned on a NaN saliency; the last checkpoint is finite."""
+    import torch
+
+    done = run_cli("train_search.py", *SEARCH, "--epochs", "3", "--learning_rate", "1e9", "--arch_learning_rate",
+                   "1e9", "--no_summary", "--out_dir", tmp_path, check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(errors) == 1
+    assert errors[0].startswith("error: the search diverged: ") and "became non-finite in epoch " in errors[0]
+    (run,) = tmp_path.iterdir()
+    events = run / "prune_events.jsonl"
+    assert not events.exists() or events.read_text() == ""
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_second_process_on_a_run_directory_is_refused_until_the_first_dies(tmp_path):
+    """A rerun while the first still runs gets one line and touches nothing; once the first is
+    killed (SIGKILL), its lock is gone."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": THREADS}
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TRAIN, "--epochs", "200", "--out_dir",
+                              str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(tmp_path.glob("*/checkpoint.pt")):
+            time.sleep(0.05)
+        (run,) = tmp_path.iterdir()
+        log = (run / "log.txt").read_bytes()
+        second = run_cli("train.py", *TRAIN, "--epochs", "200", "--resume", run, check=False)
+        assert second.returncode == 2 and second.stderr.startswith(f"error: {run} is in use by process {first.pid} ")
+        assert (run / "log.txt").read_bytes()[:len(log)] == log  # (its log was not cut back)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    import rundir
+
+    rundir.lock(run)  # free once its holder is dead (it would raise while the first runs)
+    assert f"process {os.getpid()} " in (run / ".lock").read_text()
+
+
+def damage(path, how: str) -> None:
+    """Cut a file to half its length, or flip 256 bytes in its middle (more than the padding
+    between the records of a checkpoint's zip)."""
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        middle = len(data) // 2
+        data[middle:middle + 256] = bytes(b ^ 0xFF for b in data[middle:middle + 256])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_damaged_checkpoint_gives_way_to_the_previous_one(tmp_path, capsys, how):
+    """The newest checkpoint cut short or with a flipped byte (caught by its digest): the run
+    resumes from the one before with a warning naming what is done again, and ends as it ended."""
+    import torch
+
+    import train
+    import utils
+
+    args = [*TRAIN, "--epochs", "2"]
+    utils.run_cli(train.main, [*args, "--out_dir", str(tmp_path)])
+    (run,) = tmp_path.iterdir()
+    before = json.loads((run / "results.json").read_text())
+    weights = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    damage(run / "checkpoint.pt", how)
+    (run / "results.json").unlink()  # as if the run had died right after its last checkpoint
+    capsys.readouterr()
+    utils.run_cli(train.main, [*args, "--resume", str(run)])
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"warning: {run / 'checkpoint.pt'}: corrupt") and len(warning.splitlines()) == 1
+    assert "resuming from the previous checkpoint instead (at the end of epoch 0)" in warning
+    after = json.loads((run / "results.json").read_text())
+    assert after["final_test_top1"] == before["final_test_top1"]
+    resumed = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+
+
+def test_no_good_checkpoint_left_is_one_line(tmp_path, capsys):
+    import train
+    import utils
+
+    utils.run_cli(train.main, [*TRAIN, "--epochs", "2", "--out_dir", str(tmp_path)])
+    (run,) = tmp_path.iterdir()
+    damage(run / "checkpoint.pt", "truncate")
+    damage(run / "checkpoint.prev.pt", "flip")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        utils.run_cli(train.main, [*TRAIN, "--epochs", "2", "--resume", str(run)])
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(line.splitlines()) == 1
+    assert "checkpoint.pt: corrupt or truncated checkpoint" in line and "; and " in line and "checkpoint.prev.pt: corrupt" in line
