@@ -76,15 +76,35 @@ def retrain(candidate: dict, epochs: int, args: argparse.Namespace, out_dir: Pat
             "--genotype_names", str(candidate["epoch"]),
             "--epochs", str(epochs), "--val_portion", str(args.val_portion), "--no_test",
             "--seed", str(args.seed), "--out_dir", str(out_dir), *shlex.split(args.train_args)]
-    # Its run directory is the new one: a rerun of the selection finds the last one's there too.
-    before = set(rundir.find(out_dir, rundir.EVAL, candidate["name"]))
-    code = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv]).returncode
+    # A rerun of an interrupted selection goes on where it stopped: a candidate whose retrain
+    # finished with these flags is not trained again, one that has a checkpoint is resumed.
+    earlier = [d for d in rundir.find(out_dir, rundir.EVAL, candidate["name"])
+               if same_retrain(d, candidate, epochs, args)]
+    done = [d for d in earlier if (d / rundir.RESULTS).is_file()]
+    if done:
+        log.info("%s: retrained already in %s", candidate["name"], done[-1])
+        return json.loads((done[-1] / rundir.RESULTS).read_text())
+    started = [d for d in earlier if (d / rundir.CHECKPOINT).is_file()]
+    resume = ["--resume", str(started[-1])] if started else []
+    before = set(rundir.find(out_dir, rundir.EVAL, candidate["name"])) - set(started[-1:])
+    code = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv, *resume]).returncode
     made = [d for d in rundir.find(out_dir, rundir.EVAL, candidate["name"])
             if d not in before and (d / rundir.RESULTS).is_file()]
     if code or len(made) != 1:
         raise UserError(f"train.py failed on {candidate['name']} ({candidate['run']}, epoch "
                         f"{candidate['epoch']}) with exit code {code}: {shlex.join(argv)}")
     return json.loads((made[0] / rundir.RESULTS).read_text())
+
+
+def same_retrain(run_dir: Path, candidate: dict, epochs: int, args: argparse.Namespace) -> bool:
+    """Whether `run_dir` retrained `candidate` for `epochs` as this selection does (its args.json:
+    the cell, the epochs, the seed, the held-out share; --train_args must be the same as before)."""
+    try:
+        saved = json.loads((run_dir / rundir.ARGS).read_text())
+    except (OSError, ValueError):
+        return False
+    return (saved.get("base_dir"), saved.get("genotype_names"), saved.get("epochs"), saved.get("seed"),
+            saved.get("val_portion")) == (candidate["run"], [candidate["epoch"]], epochs, args.seed, args.val_portion)
 
 
 def successive_halving(pool: list[dict], args: argparse.Namespace) -> tuple[dict, list[dict]]:

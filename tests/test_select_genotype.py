@@ -40,3 +40,25 @@ def test_train_args_may_not_override_the_protocol(tmp_path, search_runs):
     result = run_cli("scripts/select_genotype.py", search_runs["restricted"], "--train_args", "--epochs 5",
                      "--out_dir", tmp_path, check=False)
     assert result.returncode == 2 and "--train_args may not set --epochs" in result.stderr
+
+
+def test_an_interrupted_selection_goes_on_where_it_stopped(tmp_path, search_runs):
+    """A rerun after an interruption: finished retrains are not trained again, the one cut short
+    is resumed from its checkpoint, and the selection comes out the same."""
+    root = make_image_folder(tmp_path / "data", size=16, classes=3, train=8, val=2)
+    out = tmp_path / "selection"
+    args = ["scripts/select_genotype.py", search_runs["restricted"], "--genotype_names", "-1", "-2",
+            "--budgets", "1", "2", "--eta", "2", "--val_portion", "0.25", "--out_dir", out,
+            "--train_args", TRAIN_ARGS.format(root=root)]
+    run_cli(*args)
+    first = json.loads((out / "selection.json").read_text())
+    dirs = sorted(out.glob("round*/eval-*"))
+    cut = dirs[-1]  # the last retrain, as if killed after its first epoch's checkpoint
+    (cut / "results.json").unlink()
+    (out / "selection.json").unlink()
+    log = run_cli(*args).stdout
+    assert sorted(out.glob("round*/eval-*")) == dirs  # nothing trained from scratch again
+    assert log.count("retrained already in") == len(dirs) - 1
+    assert "resuming" in (cut / "log.txt").read_text() and (cut / "results.json").is_file()
+    again = json.loads((out / "selection.json").read_text())
+    assert again == first
