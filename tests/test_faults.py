@@ -177,3 +177,22 @@ def test_no_good_checkpoint_left_is_one_line(tmp_path, capsys):
     line = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(line.splitlines()) == 1
     assert "checkpoint.pt: corrupt or truncated checkpoint" in line and "; and " in line and "checkpoint.prev.pt: corrupt" in line
+
+
+def test_a_file_size_limit_stops_the_run_in_one_line(tmp_path):
+    """The kernel refuses the write (RLIMIT_FSIZE, EFBIG, as a quota or a full disk would refuse
+    it): one line naming the checkpoint, nothing half-written under any name."""
+    import resource
+    import signal
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))  # the log fits, a checkpoint does not
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (the write then fails with EFBIG)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": THREADS}
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *TRAIN, "--out_dir", str(tmp_path)], env=env,
+                          capture_output=True, text=True, preexec_fn=limited)
+    (run,) = tmp_path.iterdir()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: [Errno 27] cannot write {run / 'checkpoint.pt'}: File too large"
+    assert not (run / "checkpoint.pt").exists() and not list(run.glob(".*.tmp")) and (run / "log.txt").is_file()
