@@ -36,8 +36,8 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_cli(main: Callable, argv: list[str] | None = None, *, errors: tuple = (OSError,),
             succeeded: Callable[[], None] | None = None, cleanup: Callable[[], None] | None = None):
     """Call a script's `main`; a UserError (or one of `errors`) becomes one line on stderr and
-    exit code 2 (or the error's `exit_code`). `succeeded` runs after `main` returned (not after an error), `cleanup` in every
-    case."""
+    exit code 2 (or the error's `exit_code`). `succeeded` runs after `main` returned (not after
+    an error), `cleanup` in every case."""
     try:
         result = main(argv)
         if succeeded is not None:

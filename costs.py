@@ -165,9 +165,12 @@ class Pieces:
         out["compare"], memory["compare"] = seconds["compare"] / 4, peaks["compare"]
         if s2_batch:
             x2, y2 = self.batch(s2_batch)
-            seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(model, [(x2, y2)], self.device,
-                                                                                         amp)), repeats)
-            out["s1_s2"] = seconds["saliency"]
+            if s2_batch == sal_batch:  # (the s1 batch above: the same gradient, measured already)
+                out["s1_s2"] = out["s1"]
+            else:
+                seconds, peaks = self.timed(timer("saliency", lambda: S.saliency_first_order(
+                    model, [(x2, y2)], self.device, amp)), repeats)
+                out["s1_s2"] = seconds["saliency"]
             rows = torch.cat([m.reshape(-1) for m in model.masks()]).nonzero().squeeze(1)[:hessian_rows]
             betas = model.betas().detach()
 

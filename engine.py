@@ -264,8 +264,8 @@ def open_run(args, label: str, genotype, world: distributed.World, run_root: str
         suffix = fmt.short_name(label)  # g<epoch>, g<genotype name>, g<architecture in short>
         run_dir = utils.shared_run_dir(
             world, lambda: rundir.make(run_root, kind, args.save, f"g{suffix}"))
-    if world.is_main:
-        rundir.lock(run_dir)  # (a new one: no other process knows it yet)
+        if world.is_main:
+            rundir.lock(run_dir)
     utils.setup_logging(run_dir, world.is_main)
     log.info("genotype %s from %s on %s x %d; args = %s", genotype, label, world.device, world.world_size, vars(args))
     if world.is_main and not resume:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import checkpoints
+import timing
 from cli import UserError
 
 EXIT_CODE = 3
@@ -44,9 +45,8 @@ def needed_and_had(e: BaseException, device: torch.device) -> str:
         used = torch.cuda.memory_allocated(device)
         return (f"needed {needed} more with {used / 2**30:.2f} GB in use by the run; "
                 f"{free / 2**30:.2f} GB free of {total / 2**30:.2f} GB")
-    meminfo = Path("/proc/meminfo")
-    available = re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read_text()) if meminfo.exists() else None
-    had = f"; {int(available.group(1)) / 2**20:.2f} GB available on the machine" if available else ""
+    available = timing.available_mb()
+    had = "" if available is None else f"; {available / 1024:.2f} GB available on the machine"
     return f"needed {needed} more{had}"
 
 

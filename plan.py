@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,13 +45,11 @@ def capacity(device: torch.device, override_mb: float | None) -> tuple[float, st
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         return (free + torch.cuda.memory_reserved(device)) / 2**20, f"free memory of {total / 2**30:.1f} GiB on {device}"
-    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines()) \
-        if Path("/proc/meminfo").exists() else {}
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # (torchrun's processes on this machine share it)
     share = f", shared by {processes} processes" if processes > 1 else ""
-    if "MemAvailable" in info:
-        available = int(info["MemAvailable"].split()[0]) / 1024 / processes + timing.resident_mb()
-        return available, f"available memory of the machine{share}"
+    available = timing.available_mb()
+    if available is not None:
+        return available / processes + timing.resident_mb(), f"available memory of the machine{share}"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     return total / processes, f"physical memory of the machine{share}"
 
@@ -213,6 +212,7 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
     steps = math.ceil(math.ceil(n_train / world.world_size) / bs)
     eval_batches = math.ceil(math.ceil(n_eval / world.world_size) / bs)
     load = load_seconds(data, bs, args.workers)
+    limit, source = capacity(world.device, args.plan_memory)
     plans = []
     for label, genotype in sources:
         utils.set_seed(0)
@@ -231,6 +231,7 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
         def evaluate():
             with timer("eval"):
                 utils.evaluate(model, [(x, y)], torch.nn.CrossEntropyLoss(), world.device)
+
         def step_peak(b: int) -> float:
             nonlocal x, y
             x, y = Batches(data, world.device, fmt)(b)
@@ -240,7 +241,6 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
             evaluate()
             return max(timer.peak.values())
         seconds = {}
-        limit, source = capacity(world.device, args.plan_memory)
         try:
             for phase, fn in (("train", train), ("eval", evaluate)):
                 fn()  # warm-up
@@ -262,8 +262,7 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
                   "files": args.epochs * files}
         plan = summary(phases, dict(timer.peak), limit, source, timer.memory.kind)
         plan.update(label=label, params_M=net.params_M, multadds_M=net.multadds_M,
-                    schedule={"epochs": args.epochs, "steps_per_epoch": steps,
-                                           "eval_batches_per_epoch": eval_batches})
+                    schedule={"epochs": args.epochs, "steps_per_epoch": steps, "eval_batches_per_epoch": eval_batches})
         if not plan["fits"]:
             plan["suggestions"] = {"batch_size": scale(largest(step_peak, bs, limit, world.device), world)}
         plans.append(plan)
@@ -299,8 +298,6 @@ def plan_file(args, root: str | Path, kind: str) -> str:
     return args.plan_file or str(rundir.plan_path(root, kind, args.save))
 
 
-
-
 def finish(args, world, plans: list[dict], start: float) -> dict:
     """plan.json (rank 0) and the printed table; the plan as a dict."""
     plan = {"device": str(world.device), "world_size": world.world_size, "runs": plans,
@@ -308,7 +305,8 @@ def finish(args, world, plans: list[dict], start: float) -> dict:
     if world.is_main:
         path = Path(args.plan_file)  # (set by the script: plan_file)
         utils.write_json(path, plan)
-        print(report(plan) + f"\nplan written to {path}", flush=True)
+        sys.stdout.write(report(plan) + f"\nplan written to {path}\n")  # (the command's output)
+        sys.stdout.flush()
     return plan
 
 

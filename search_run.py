@@ -237,8 +237,8 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
     else:
         run_dir = utils.shared_run_dir(
             world, lambda: rundir.make(args.out_dir, rundir.SEARCH, args.save, f"task{args.task}"))
-    if world.is_main:
-        rundir.lock(run_dir)  # (a new one: no other process knows it yet)
+        if world.is_main:
+            rundir.lock(run_dir)
     utils.setup_logging(run_dir, world.is_main)
     if world.is_main and not args.resume:
         utils.write_json(run_dir / rundir.ARGS, vars(args))

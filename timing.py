@@ -55,6 +55,13 @@ def resident_mb() -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
+def available_mb() -> float | None:
+    """The machine's available memory now, in MB (Linux's MemAvailable; None where it is unknown)."""
+    meminfo = Path("/proc/meminfo")
+    found = re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read_text()) if meminfo.exists() else None
+    return int(found.group(1)) / 1024 if found else None
+
+
 class PhaseTimer:
     """Wall seconds and peak memory per phase: `with timer("weight"): ...` adds the block's time
     to its phase and raises the phase's peak to the block's.
