@@ -2,6 +2,8 @@
 order, with the FP-DARTS regulariser that pushes the mixing weight of pruned ops towards 0."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -48,13 +50,15 @@ class Architect:
     def step(self, x_val: Tensor, y_val: Tensor, x_train: Tensor | None = None,
              y_train: Tensor | None = None, eta: float = 0.0,
              weight_optimizer: torch.optim.Optimizer | None = None,
-             beta_grad: bool = False) -> tuple[Tensor, Tensor] | None:
+             beta_grad: bool = False, accept: Callable[[], bool] | None = None) -> tuple[Tensor, Tensor] | None:
         """One Adam step on the alphas; the unrolled variant also needs the training batch,
         the current weight learning rate `eta` and the weight optimizer (for its momentum).
 
         `beta_grad` (first order): the same step with the mixing weights as a leaf of its graph;
         it returns (β, ∂CE/∂β) of the batch, at no extra backward pass (saliency from the
-        architecture steps). Otherwise it returns None."""
+        architecture steps). Otherwise it returns None. `accept()`, called with the gradient in
+        place, may refuse the step (a non-finite gradient under --nan_policy skip): then nothing
+        changes and None is returned."""
         self.optimizer.zero_grad(set_to_none=True)
         found = None
         if self.unrolled:
@@ -66,6 +70,9 @@ class Architect:
             self.val_loss(x_val, y_val).backward(inputs=self.model.arch_parameters())
         # Under torchrun every process holds the same alphas: step on the mean gradient.
         distributed.average_gradients(self.model.arch_parameters())
+        if accept is not None and not accept():
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.optimizer.step()
         return found
 

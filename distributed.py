@@ -8,12 +8,18 @@ each process takes batch_size / N images per step.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from cli import UserError
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,31 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
-def init(gpu: int = 0) -> World:
+DEFAULT_TIMEOUT = 600  # seconds (NCCL's own default; gloo's is 30 minutes)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "positive number of seconds"  # (argparse's word for a bad value: "invalid positive ...")
+
+
+def add_flags(group) -> None:
+    """--dist_timeout, in every script that runs under torchrun."""
+    group.add_argument("--dist_timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                       help="under torchrun: how long a process waits in a collective for the others before it "
+                            "stops with one line (another process died or hangs); raise it if rank 0's lone work "
+                            f"(reading a large benchmark file, say) takes longer (default {DEFAULT_TIMEOUT})")
+
+
+def init(gpu: int = 0, timeout: float = DEFAULT_TIMEOUT) -> World:
     """Join the process group when launched by torchrun (else a world of one) and pick the device:
-    the GPU of the local rank (or `--gpu` for a single process) when CUDA is present, else the CPU."""
+    the GPU of the local rank (or `--gpu` for a single process) when CUDA is present, else the CPU.
+    A collective that waits more than `timeout` seconds for the other processes fails."""
     if launched_processes() == 1:
         device = torch.device("cuda", gpu) if torch.cuda.is_available() else torch.device("cpu")
         return World(device=device)
@@ -52,7 +80,7 @@ def init(gpu: int = 0) -> World:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout))
     return World(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
 
@@ -60,6 +88,23 @@ def shutdown() -> None:
     """Leave the process group (no-op for a single process)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(code: int | str | None) -> None:
+    """End this torchrun process now, with `code` as `sys.exit` reads it, once its output is flushed.
+
+    A DDP wrapper keeps the process group alive past `destroy_process_group` (its reducer and the
+    parameters' hooks hold each other in C++, out of the collector's sight), so gloo's threads are
+    still running when the interpreter tears itself down; now and then that aborts the process
+    (SIGABRT, "terminate called without an active exception") after a run that finished, and
+    torchrun reports the run as failed. Leaving without the teardown avoids it; every file is
+    closed by then (checkpoints and results are written atomically, the log is flushed here)."""
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if isinstance(code, str) else code or 0)
 
 
 def wait_for_all() -> None:
@@ -135,6 +180,17 @@ def gather(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def check_agree(what: str, text: str, tensors: list[torch.Tensor]) -> None:
+    """Prove that every process holds the same `text` and `tensors` (one line if not: the
+    processes ended with different `what`)."""
+    digest = hashlib.sha1(text.encode())
+    for t in tensors:
+        digest.update(t.detach().cpu().numpy().tobytes())
+    digests = gather(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise UserError(f"the {len(digests)} processes ended with different {what}: {digests}")
 
 
 def sync_buffers(module: nn.Module) -> None:

@@ -1,8 +1,7 @@
-"""What train.py and train_imagenet.py share: their common flags, one epoch, the epoch loop with
-drop-path ramp, evaluation, checkpoints, results.json, and `--mode eval`."""
+"""What the training scripts share (their flags are train_args.py's): one epoch, the epoch loop
+with drop-path ramp, evaluation, checkpoints, results.json, and `--mode eval`."""
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,79 +10,35 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import board
 import checkpoints
 import costs
 import distributed
 import oom
 import plan
 import rundir
+import stops
 import timing
+import train_args
 import utils
 from architectures import GENOTYPE_FORMAT, ArchFormat
 from data import holdout_split, make_loader, transforms
+from divergence import Divergence
 from visualize import draw_or_warn
 
 log = utils.logger
 
 
-def add_genotype_args(p: argparse.ArgumentParser, base_flag: str, names_flag: str, nargs) -> None:
-    """The genotype source flags (shared with train_imagenet.py, which spells two of them differently)."""
-    g = p.add_argument_group("genotype")
-    g.add_argument(base_flag, default=None, help="search run directory made by train_search.py")
-    g.add_argument(names_flag, type=int, nargs=nargs, default=[-1] if nargs else -1, help="epoch(s) of the run's genotype files; negative counts from the last (-1 = last epoch)")
-    g.add_argument("--arch", default=None, help="a genotype named in genotypes.py (instead of a run directory)")
-    g.add_argument("--genotype", default=None, help="a genotype file: JSON or a Genotype(...) line")
-    g.add_argument("--no_restrict", action="store_true",
-                   help="the genotype is of the larger space (3-element genes); detected "
-                        "automatically, refused for a restricted genotype")
-
-
-def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaults) -> None:
-    """Flags the training scripts share; `defaults` holds the values that differ (`nesterov`,
-    `layers_help` optional); `auxiliary` False for networks without an auxiliary head."""
-    p.add_argument("--mode", default="train", choices=["train", "eval"], help="train from scratch, or evaluate --model_path on the test set")
-    p.add_argument("--model_path", default=None, help="checkpoint to evaluate (--mode eval)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=defaults["epochs"], help="training epochs")
-    g.add_argument("--batch_size", type=int, default=defaults["batch_size"], help="batch size")
-    g.add_argument("--learning_rate", type=float, default=defaults["learning_rate"], help="initial learning rate")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--nesterov", dest="nesterov", action="store_true", default=defaults.get("nesterov", False), help="Nesterov momentum")
-    g.add_argument("--no_nesterov", dest="nesterov", action="store_false", default=argparse.SUPPRESS, help="plain (heavy-ball) momentum")
-    g.add_argument("--weight_decay", type=float, default=defaults["weight_decay"], help="weight decay")
-    g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip")
-    g.add_argument("--drop_path_prob", type=float, default=defaults["drop_path_prob"], help="drop-path probability, ramped linearly from 0 over the epochs")
-    if auxiliary:
-        g.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight of the auxiliary head's loss")
-    else:
-        p.set_defaults(auxiliary=False, auxiliary_weight=0.0)
-    g = p.add_argument_group("network")
-    g.add_argument("--init_channels", type=int, default=defaults["init_channels"], help="channels of the first cell")
-    g.add_argument("--layers", type=int, default=defaults["layers"], help=defaults.get("layers_help", "number of cells"))
-    g = p.add_argument_group("run")
-    g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
-    g.add_argument("--out_dir", default=None, help="folder that receives the run directory (default: the search run directory, else ckpt)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (-1 draws one)")
-    g.add_argument("--gpu", type=int, default=0, help="CUDA device index (the CPU is used when CUDA is absent)")
-    g.add_argument("--report_freq", type=int, default=defaults["report_freq"], help="log every N steps")
-    g.add_argument("--workers", type=int, default=defaults["workers"], help="data loader worker processes")
-    g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
-    g.add_argument("--no_test", action="store_true", help="never open the test split (model selection with --val_portion; results.json then holds validation figures only)")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA only): batch statistics over the global batch")
-    utils.add_memory_format_flags(g, "off", "default: off")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
-    g.add_argument("--resume", default=None, help="continue an interrupted run: its directory or checkpoint.pt (the genotype comes from the checkpoint)")
-    plan.add_flags(p)
-
-
 def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torch.device, *,
                     grad_clip: float, aux_weight: float = 0.0, amp: bool = False,
                     channels_last: bool = False, report_freq: int = 50,
-                    rest: Callable[[float], float] | None = None) -> dict:
+                    rest: Callable[[float], float] | None = None, watch: Divergence | None = None,
+                    epoch: int = 0) -> dict:
     """One pass over `loader`; the auxiliary logits (if any) add `aux_weight` times their loss.
     The progress lines give images/s and the epoch's ETA; with `rest` (seconds of the run after
-    this epoch, given this epoch's projected seconds) the run's ETA too."""
+    this epoch, given this epoch's projected seconds) the run's ETA too. A step whose loss or
+    gradient is non-finite stops the run (`watch`: --nan_policy says stop, or skip the step)."""
+    watch = watch or Divergence(run="the training")
     model.train()
     rate = timing.Rate()
     loss_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
@@ -92,17 +47,19 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
     for step, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
         y = y.to(device, non_blocking=True)
+        saved = watch.snapshot(model)
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits, logits_aux = model(x)
             loss = criterion(logits, y)
             if logits_aux is not None and aux_weight > 0:
                 loss = loss + aux_weight * criterion(logits_aux, y)
-        if not torch.isfinite(loss):
-            raise utils.UserError(f"the training loss became {loss.item()} at step {step}; "
-                                  "the last good checkpoint is kept")
+        watch.early("the training loss", loss, f"epoch {epoch}, step {step}")
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not watch.ok("the gradient", norm, f"epoch {epoch}, step {step}", "training step", model, saved):
+            optimizer.zero_grad(set_to_none=True)
+            continue
         optimizer.step()
         acc1, acc5 = utils.accuracy(logits.float(), y, (1, 5))
         loss_m.update(loss.item(), y.size(0))
@@ -121,7 +78,8 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         run_dir: Path, loaders: dict, epochs: int, lr_at: Callable[[int], float],
         drop_path_prob: float, grad_clip: float, aux_weight: float, amp: bool,
         channels_last: bool, report_freq: int, extra_state: dict, timer: timing.PhaseTimer,
-        start_epoch: int = 0, history: list[dict] | None = None, elapsed: float = 0.0) -> list[dict]:
+        watch: Divergence, start_epoch: int = 0, history: list[dict] | None = None,
+        elapsed: float = 0.0) -> list[dict]:
     """The epoch loop: lr from `lr_at(epoch)`, drop-path ramped linearly over the epochs, train,
     evaluate on `loaders["valid"]` (if any) and `loaders["test"]`, log, checkpoint; the seconds
     of each phase (train, eval, files) go to `timer`, the log and TensorBoard.
@@ -131,7 +89,7 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
     `start_epoch`, the rows so far, the seconds already spent and its restored `timer`.
     """
     net, device = distributed.unwrap(model), world.device
-    writer = utils.tensorboard_writer(run_dir, world.is_main)
+    writer = board.writer(run_dir, world.is_main)
     history = list(history or [])
     clock = time.time() - elapsed
     for epoch in range(start_epoch, epochs):
@@ -145,7 +103,8 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         with timer("train"):
             train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
                                     grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,
-                                    channels_last=channels_last, report_freq=report_freq, rest=rest)
+                                    channels_last=channels_last, report_freq=report_freq, rest=rest,
+                                    watch=watch, epoch=epoch)
         row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in train.items()}}
         with timer("eval"):
             distributed.sync_buffers(net)  # BN statistics: rank 0's, as DDP uses them
@@ -173,7 +132,7 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
                     "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "history": history, "rng": rng, "elapsed": time.time() - clock,
                     "world_size": world.world_size, "log_bytes": (run_dir / rundir.LOG).stat().st_size,
-                    "timer": timer.state_dict(), **extra_state})
+                    "timer": timer.state_dict(), "divergence": watch.state_dict(), **extra_state})
     writer.close()
     return history
 
@@ -196,29 +155,6 @@ def summarise(history: list[dict]) -> dict:
         summary.update(best_test_top1_seen=max(r["test_top1"] for r in history),
                        note="best_test_top1_seen is reported only; nothing is chosen on the test set")
     return summary
-
-
-def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject impossible values and conflicting flags with one line."""
-    for name in ("epochs", "batch_size", "init_channels", "layers"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if not 0 <= args.val_portion < 1:
-        p.error(f"--val_portion must be in [0, 1), got {args.val_portion}")
-    if args.mode == "eval" and not args.model_path:
-        p.error("--mode eval needs --model_path")
-    if args.no_test and (args.val_portion <= 0 or args.mode == "eval"):
-        p.error("--no_test needs --val_portion > 0 (something to validate on) and --mode train")
-    if args.sync_bn and not torch.cuda.is_available() and distributed.launched_processes() > 1:
-        p.error("--sync_bn needs CUDA: SyncBatchNorm does not run on the CPU")
-    plan.check_flags(p, args)
-
-
-def check_auxiliary(args, image_size: int, expected: int) -> None:
-    """The DARTS auxiliary heads are built for one input size (32 px on CIFAR, 224 on ImageNet)."""
-    if args.auxiliary and args.mode == "train" and image_size != expected:
-        raise utils.UserError(f"the auxiliary head needs {expected}x{expected} images, these are "
-                              f"{image_size}x{image_size}: give --no_auxiliary (or --image_size {expected})")
 
 
 def evaluate_checkpoint(args, network_cls, test_set, num_classes: int, world: distributed.World,
@@ -331,24 +267,26 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
                "test": loader(test_set, False)}
     extra = {"genotype": fmt.to_dict(genotype), "genotype_source": label, "args": vars(args)}
     done, timer = {}, timing.PhaseTimer(device)
+    watch = Divergence(args.nan_policy, args.nan_patience, "the training")
     if resume:
         state = resume[1]
         optimizer.load_state_dict(state["optimizer"])
         utils.restore_rng(state["rng"], world, args.seed)
         done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
         timer.load_state_dict(state["timer"])
+        watch.load_state_dict(state.get("divergence", {}))
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     timer.total["setup"] = timer.total.get("setup", 0.0) + time.time() - start  # run directory, network, data
     advice = {None: oom.lower("batch_size", args.batch_size, "training")}  # (what to change when out of memory)
-    with oom.Guard(device, timer, run_dir / rundir.CHECKPOINT, advice):
+    with stops.Guard(device, timer, run_dir / rundir.CHECKPOINT, advice):
         history = fit(ddp, optimizer, criterion, nn.CrossEntropyLoss(), world, run_dir=run_dir,
                       loaders=loaders, epochs=args.epochs, lr_at=lr_at, drop_path_prob=args.drop_path_prob,
                       grad_clip=args.grad_clip, aux_weight=aux_weight, amp=args.amp,
                       channels_last=memory_format == torch.channels_last, report_freq=args.report_freq,
-                      extra_state=extra, timer=timer, **done)
+                      extra_state=extra, timer=timer, watch=watch, **done)
     results = {**summarise(history), "params_M": params, "multadds_M": madds,
                "dataset": dataset, "genotype_source": label,
-               "genotype": fmt.to_dict(genotype), "seed": args.seed,
+               "genotype": fmt.to_dict(genotype), "seed": args.seed, **watch.results(),
                "wall_time_seconds": time.time() - start + done.get("elapsed", 0.0),
                "time_seconds": distributed.broadcast(dict(timer.total)),  # rank 0's, as in results.json
                "memory": distributed.broadcast(timer.memory_summary()),
@@ -371,7 +309,7 @@ def plan_run(args, network_cls, dataset: str, *, criterion, base: str | None, na
                                                                          args.no_restrict)
     shape, data = costs.data_shape(dataset, args.data, args.image_size)
     if aux_side:
-        check_auxiliary(args, shape.side, aux_side)
+        train_args.check_auxiliary(args, shape.side, aux_side)
     build = lambda genotype, classes, world: build_network(args, network_cls, genotype, classes, world, shape.side)
     return plan.plan_training(args, found, build, train_one_epoch, shape=shape, data=data, criterion=criterion)
 
@@ -383,7 +321,7 @@ def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, im
     from `base` (a search run directory) + epoch `names`, `--arch` or `--genotype` (`sources()`
     gives [(label, architecture)] instead where the script has other flags), or `--resume`;
     `fmt` says how the architectures are stored. Under torchrun, on every process."""
-    world = distributed.init(args.gpu)
+    world = distributed.init(args.gpu, args.dist_timeout)
     args.seed = utils.resolve_seed(args.seed)
     if args.mode == "eval":
         return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world, fmt)]

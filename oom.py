@@ -4,12 +4,9 @@ code 3 (other errors exit 2, tracebacks 1)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-import checkpoints
 import timing
 from cli import UserError
 
@@ -56,48 +53,16 @@ def lower(flag: str, value, part_of: str) -> str:
             "--plan --plan_memory MB finds the largest that fits)")
 
 
-def checkpoint_position(path: Path) -> str | None:
-    """Where the run stood at its checkpoint ('epoch 3, step 97' or 'the end of epoch 3'), read
-    lazily (memory-mapped); None without a readable checkpoint."""
-    try:
-        return checkpoints.position(torch.load(path, map_location="cpu", mmap=True, weights_only=False))
-    except Exception:  # (absent, or unreadable: said as "no checkpoint")
-        return None
+def line(e: BaseException, device: torch.device, phase: str | None, kept: str, advice: str) -> str:
+    """The one line of an out-of-memory error in `phase` (None: between phases)."""
+    return (f"out of memory {f'in the {phase} phase' if phase else 'between phases'} on {device}: "
+            f"{needed_and_had(e, device)}; {kept}; {advice}")
 
 
-class Guard:
-    """`with Guard(...):` turns an out-of-memory error inside the block into OutOfMemory, one line:
-    the phase (the phase timer's current one), the memory needed and had, the last checkpoint
-    and how far it got, and `advice[phase]` (what to change; `advice[None]` for other phases)."""
-
-    def __init__(self, device: torch.device, timer, checkpoint: Path, advice: dict):
-        self.device, self.timer, self.checkpoint, self.advice = device, timer, Path(checkpoint), advice
-
-    def __enter__(self) -> Guard:
-        return self
-
-    def __exit__(self, kind, e, traceback) -> None:
-        if e is None or not is_out_of_memory(e):
-            return
-        phase = self.timer.current
-        position = checkpoint_position(self.checkpoint)
-        kept = (f"the last checkpoint, {self.checkpoint} (at {position}), is intact" if position
-                else "no checkpoint had been written yet")
-        advice = self.advice.get(phase, self.advice.get(None, ""))
-        raise OutOfMemory(f"out of memory {f'in the {phase} phase' if phase else 'between phases'} on {self.device}: "
-                          f"{needed_and_had(e, self.device)}; {kept}; {advice}") from None
-
-
-def guarded(main: Callable, argv: list[str] | None):
-    """`main(argv)`, with an out-of-memory error that no Guard turned into one line (while setting
-    up or finishing a run) said in one line too."""
-    try:
-        return main(argv)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_out_of_memory(e):
-            raise
-        cuda = isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available()
-        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-        raise OutOfMemory(f"out of memory outside the epochs (setting up or finishing the run) on {device}: "
-                          f"{needed_and_had(e, device)}; lower --batch_size or the network's size "
-                          "(--init_channels, --layers)") from None
+def outside(e: BaseException) -> OutOfMemory:
+    """An out-of-memory error outside the epochs (setting up or finishing a run), as one line."""
+    cuda = isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    return OutOfMemory(f"out of memory outside the epochs (setting up or finishing the run) on {device}: "
+                       f"{needed_and_had(e, device)}; lower --batch_size or the network's size "
+                       "(--init_channels, --layers)")

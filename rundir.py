@@ -38,7 +38,8 @@ SEARCH, EVAL, IMAGENET_EVAL, NB201_EVAL = "search", "eval", "imagenet", "nb201"
 # what only measures. Every other flag must be as the checkpoint's run had it.
 RESUME_IGNORED = {"resume", "seed", "out_dir", "report_freq", "workers", "gpu", "deterministic", "nb201_file",
                   "audit_every", "audit_batches", "summary", "mode", "model_path",
-                  "hessian_chunk"}  # (memory only: lowered after running out of memory)
+                  "hessian_chunk",  # (memory only: lowered after running out of memory)
+                  "dist_timeout"}
 
 
 def make(root: str | Path, kind: str, save: str, suffix: str | None = None) -> Path:

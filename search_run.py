@@ -4,7 +4,6 @@ final results. The algorithm itself (search step, prune event, schedule) is `tra
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import audit
+import board
 import checkpoints
 import distributed
 import nasbench201
@@ -24,6 +24,7 @@ import utils
 from architect import Architect
 from audit import RULES
 from data import make_loader
+from divergence import Divergence
 from fileio import read_jsonl
 from model_search import Supernet
 from saliency import Pruner, PruneSchedule
@@ -49,6 +50,7 @@ class SearchParts:
     architect: Architect
     pruner: Pruner
     timer: timing.PhaseTimer
+    divergence: Divergence  # --nan_policy
 
 
 @dataclass
@@ -154,7 +156,8 @@ def write_checkpoint(run: Search, epoch: int, step: int | None, rng, accumulatio
         "meters": [(m.sum, m.count) for m in run.meters], "rows": run.rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / rundir.LOG).stat().st_size, "elapsed": time.time() - run.clock,
         "appended_bytes": sizes, "args": vars(run.args),
-        "timer": run.timer.state_dict(), "sal_accumulation": accumulation})
+        "timer": run.timer.state_dict(), "sal_accumulation": accumulation,
+        "divergence": run.divergence.state_dict()})
 
 
 def progress(run: Search, epoch: int, step: int, first_step: int, rate: timing.Rate) -> str:
@@ -199,6 +202,7 @@ def resume(run: Search, state: dict) -> tuple[int, int]:
         run.compare_iter.load_state_dict(state["compare_stream"])
     run.events = state["events"]
     run.timer.load_state_dict(state["timer"])
+    run.divergence.load_state_dict(state.get("divergence", {}))
     if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
         run.pruner.load_accumulation_state(state["sal_accumulation"])
     run.rows = state["rows"]
@@ -264,7 +268,7 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
         log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
-    writer = utils.tensorboard_writer(run_dir, world.is_main)
+    writer = board.writer(run_dir, world.is_main)
     valid_iter = utils.Stream(loader(data.arch, batch_size, 1))
     # s1r draws its comparison batches from the architecture stream when it scores on the same
     # images (the DARTS-space code), from a stream of its own over the scoring set otherwise.
@@ -327,7 +331,7 @@ def write_scalars(run: Search, epoch: int, lr: float, train: dict, valid: dict, 
         for tag, value in scalars.items():
             run.writer.add_scalar(tag, value, epoch)
         for t, b, m in zip(model.space.cell_types, model.betas().detach().cpu(), pruner.model.masks()):
-            run.writer.add_image(f"beta/{t}", utils.beta_image(b, m.cpu()), epoch)
+            run.writer.add_image(f"beta/{t}", board.beta_image(b, m.cpu()), epoch)
 
 
 def write_summary(run_dir) -> None:
@@ -342,23 +346,13 @@ def write_summary(run_dir) -> None:
                     type(e).__name__, e, run_dir)
 
 
-def check_ranks_agree(run: Search, genotype) -> None:
-    """Under torchrun, prove that every process ends with the same alphas, masks and genotype."""
-    model = run.model
-    digest = hashlib.sha1(repr(genotype).encode())
-    for t in (*model.arch_parameters(), *model.masks()):
-        digest.update(t.detach().cpu().numpy().tobytes())
-    digests = distributed.gather(digest.hexdigest())
-    if len(set(digests)) > 1:
-        raise utils.UserError(f"the {len(digests)} processes ended with different architectures: {digests}")
-
-
 def finish(run: Search, genotype, valid: dict) -> dict:
     """The final genotype, its drawing and results.json."""
     args, run_dir, pruner = run.args, run.dir, run.pruner
     with run.timer("files"):
         run.writer.close()
-        check_ranks_agree(run, genotype)
+        # Under torchrun, prove that every process ends with the same alphas, masks and genotype.
+        distributed.check_agree("architectures", repr(genotype), [*run.model.arch_parameters(), *run.model.masks()])
     space = run.model.space
     results = {"variant": variant_name(args), "search_space": space.name, "dataset": args.dataset,
                "genotype": space.format.to_dict(genotype),
@@ -369,7 +363,7 @@ def finish(run: Search, genotype, valid: dict) -> dict:
                "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
                "memory": distributed.broadcast(run.timer.memory_summary()),
                "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
-               "recipe": recipe_values(args), "data_split": run.data_split,
+               "recipe": recipe_values(args), "data_split": run.data_split, **run.divergence.results(),
                "audit": audit.summary(read_jsonl(run_dir / rundir.AUDIT)) if run.world.is_main else None}
     if space.has_benchmark:  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(run.rows, args.nb201_file) if args.nb201_file

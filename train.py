@@ -9,8 +9,9 @@ import torch.nn as nn
 import rundir
 import utils
 from data import DATASETS, get_datasets
-from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, plan_run, run
+from engine import plan_run, run
 from model import NetworkCIFAR
+from train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
                lr_at=lambda epoch: utils.cosine_lr(epoch, args.epochs, args.learning_rate), kind=rundir.EVAL)
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    utils.run_script(main)

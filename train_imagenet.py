@@ -10,8 +10,9 @@ import torch.nn as nn
 import rundir
 import utils
 from data import get_datasets
-from engine import add_common_args, add_genotype_args, check_auxiliary, check_common_args, plan_run, run
+from engine import plan_run, run
 from model import NetworkImageNet
+from train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
                lr_at=lr_function(args), kind=rundir.IMAGENET_EVAL)
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    utils.run_script(main)

@@ -12,8 +12,9 @@ import rundir
 import utils
 from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 from data import DATASETS, get_datasets
-from engine import add_common_args, check_common_args, plan_run, run
+from engine import plan_run, run
 from model import NetworkNB201
+from train_args import add_common_args, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,4 +63,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    utils.run_script(main)

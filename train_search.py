@@ -14,10 +14,12 @@ import torch.nn as nn
 
 import audit
 import distributed
+import divergence
 import oom
 import plan
 import rundir
 import search_run
+import stops
 import timing
 import utils
 from architect import REG_TYPES, Architect
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     utils.add_memory_format_flags(g, "auto", "default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA")
     g.add_argument("--no_summary", dest="summary", action="store_false", help="no summary figure (summary.png/.pdf: cells, validation curves, pruning, mixing weights) at the end; scripts/plot_search.py draws it later")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
+    distributed.add_flags(g)
+    divergence.add_flags(g)
     plan.add_flags(p)
     return p
 
@@ -149,11 +153,12 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.nb201_splits is not None and args.subset is not None:
         p.error("--subset takes part of the training set; with --nb201_splits the split files say which images")
     plan.check_flags(p, args)
+    divergence.check_flags(p, args)
     args.plan_file = plan.plan_file(args, args.out_dir, rundir.SEARCH) if args.plan else None
 
 
 def oom_advice(args, run_dir: Path) -> dict:
-    """What to change when a phase runs out of memory (oom.Guard): which flags, and whether the
+    """What to change when a phase runs out of memory (stops.Guard): which flags, and whether the
     run can go on from its checkpoint with them (--hessian_chunk and the audit's flags change
     nothing else and may differ on --resume; the batch sizes are part of the search)."""
     batch = oom.lower("batch_size", args.batch_size, "search")
@@ -185,7 +190,7 @@ def prune_event(run: search_run.Search, epoch: int, step: int) -> None:
     with timer("saliency"):
         saliency = pruner.saliency(batches)
     alive = torch.stack(list(run.model.masks()))
-    finite("the saliency", saliency[alive], f"epoch {epoch}, step {step}, prune event")  # (never prunes on NaN)
+    run.divergence.check("the saliency", saliency[alive], f"epoch {epoch}, step {step}, prune event")  # (never prunes on NaN)
     with timer("compare"):
         fixed = list(islice(compare_iter, args.iter_compare + 1)) if args.fixed_compare_batches else None
         next_batches = (lambda: fixed) if fixed else (lambda: list(islice(compare_iter, args.iter_compare + 1)))
@@ -222,10 +227,16 @@ def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, mete
 
     def arch_step():
         with timer("arch"):
-            found = run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate)
+            saved = run.divergence.snapshot(run.model)
+
+            def accept() -> bool:  # (the gradient averaged over processes, before Adam's step)
+                grad = torch.cat([a.grad.reshape(-1) for a in run.model.arch_parameters()])
+                return run.divergence.ok("the alphas' gradient", grad, where, "architecture step", run.model, saved)
+
+            found = run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate, accept=accept)
             alpha = torch.cat([a.reshape(-1) for a in run.model.arch_parameters()])
-            finite("alpha", alpha, f"{where}, architecture step")
-            if accumulate:  # this step's s1, from the gradient the step computed anyway
+            run.divergence.check("alpha", alpha, f"{where}, architecture step")
+            if accumulate and found is not None:  # this step's s1, from the gradient the step computed anyway
                 run.pruner.accumulate(*found)
 
     if args.step_order == "arch_first":
@@ -237,28 +248,24 @@ def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, mete
 
 
 def weight_step(run: search_run.SearchParts, x, y, meters: list, where: str) -> None:
-    """SGD on the supernet's weights with the training batch (gradient-norm clip)."""
-    args, optimizer = run.args, run.optimizer
+    """SGD on the supernet's weights with the training batch (gradient-norm clip); a step whose
+    gradient is non-finite stops the search or, under --nan_policy skip, changes nothing."""
+    args, optimizer, watch = run.args, run.optimizer, run.divergence
+    saved = watch.snapshot(run.model)
     optimizer.zero_grad(set_to_none=True)
     with utils.autocast(x.device, args.amp):
         logits = run.ddp(x)  # DDP averages the weight gradients over processes
         loss = nn.functional.cross_entropy(logits, y)
-    finite("the search loss", loss, f"{where}, weight step")
+    watch.early("the search loss", loss, f"{where}, weight step")
     loss.backward()
-    finite("the weights' gradient", nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip),
-           f"{where}, weight step")
+    norm = nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip)
+    if not watch.ok("the weights' gradient", norm, where, "weight step", run.model, saved):
+        optimizer.zero_grad(set_to_none=True)
+        return
     optimizer.step()
     loss_m, top1_m = meters
     loss_m.update(loss.item(), y.size(0))
     top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
-
-
-def finite(name: str, tensor: torch.Tensor, where: str) -> None:
-    """Stop a diverging search where it diverges, with one line (the last checkpoint is finite)."""
-    if not torch.isfinite(tensor).all():
-        raise utils.UserError(f"the search diverged: {name} became non-finite in {where}; no op was pruned with it "
-                              "and the last checkpoint, if any, is kept (a lower --learning_rate or "
-                              "--arch_learning_rate may help)")
 
 
 def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dict:
@@ -310,7 +317,10 @@ def build(args, world: distributed.World, num_classes: int,
                     num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
                     source=args.sal_source, amp=args.amp)
     return search_run.SearchParts(args=args, model=model, ddp=ddp, optimizer=optimizer, architect=architect,
-                                  pruner=pruner, timer=timing.PhaseTimer(world.device))
+                                  pruner=pruner, timer=timing.PhaseTimer(world.device),
+                                  divergence=divergence.Divergence(args.nan_policy, args.nan_patience, "the search",
+                                                                   "a lower --learning_rate or --arch_learning_rate "
+                                                                   "may help"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,14 +336,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.plan:  # the projected time and memory, without a run
         return plan.plan_search(args, build, search_step)
-    world = distributed.init(args.gpu)
+    world = distributed.init(args.gpu, args.dist_timeout)
     args.seed = utils.resolve_seed(args.seed)
     utils.set_determinism(args.deterministic)
     run = search_run.setup(args, world, build)
     first_epoch, first_step = search_run.resume(run, run.state) if args.resume else (0, 0)
-    if first_epoch >= args.epochs:
+    if first_epoch >= args.epochs and (run.dir / rundir.RESULTS).exists():
         raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
-    with oom.Guard(world.device, run.timer, run.dir / rundir.CHECKPOINT, oom_advice(args, run.dir)):
+    if first_epoch >= args.epochs:  # finished, but stopped before its results were written (a full disk)
+        last = run.rows[-1]
+        return finish(run, run.model.genotype(not args.no_restrict, args.num_kept_max),
+                      {"top1": last["val_acc"], "loss": last["val_loss"]})
+    with stops.Guard(world.device, run.timer, run.dir / rundir.CHECKPOINT, oom_advice(args, run.dir)):
         for epoch in range(first_epoch, args.epochs):
             lr = learning_rate(args, epoch)
             run.model.drop_path_prob = drop_path_prob(args, epoch)
@@ -349,4 +363,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    utils.run_script(main)

@@ -1,4 +1,4 @@
-"""Shared machinery of the scripts: seeding and determinism, logging and TensorBoard, metrics,
+"""Shared machinery of the scripts: seeding and determinism, logging, metrics,
 learning rates, atomic checkpoints, evaluation, memory format and model complexity (the run
 directory's layout is rundir.py's)."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 import os
 import random
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import distributed
-import oom
 import rundir
+import stops
 from cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
 from fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
 
@@ -34,8 +35,25 @@ def run_cli(main, argv: list[str] | None = None):
     from data import DatasetMissing
     from genotypes import GenotypeError
 
-    return cli.run_cli(lambda args: oom.guarded(main, args), argv, errors=(GenotypeError, DatasetMissing, OSError),
+    return cli.run_cli(lambda args: stops.guarded(main, args), argv, errors=(GenotypeError, DatasetMissing, OSError),
                        succeeded=distributed.wait_for_all, cleanup=distributed.shutdown)
+
+
+def run_script(main) -> None:
+    """A script's entry point: `run_cli(main)` on the command line's arguments. Under torchrun the
+    process then ends at once (`distributed.leave`: a finished run must not abort in the
+    interpreter's teardown), with the exit code and message it would have had."""
+    if distributed.launched_processes() == 1:
+        run_cli(main)
+        return
+    try:
+        run_cli(main)
+    except SystemExit as e:
+        distributed.leave(e.code)
+    except BaseException:  # (a bug: its traceback, as Python would print it)
+        traceback.print_exc()
+        distributed.leave(1)
+    distributed.leave(0)
 
 
 # ---------------------------------------------------------------- environment
@@ -128,6 +146,18 @@ def shared_run_dir(world: distributed.World, make) -> Path:
 
 # ---------------------------------------------------------------- run directory and logging
 
+class _LogFile(logging.FileHandler):
+    """log.txt, where a write that fails (a full disk) is one warning line on stderr, not a
+    traceback for every record; the screen keeps the log."""
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            sys.stderr.write(f"warning: cannot write {self.baseFilename} ({sys.exc_info()[1]}); "
+                             "the log goes on on the screen only\n")
+
+
 def setup_logging(run_dir: Path | None, main: bool = True) -> None:
     """Log to stdout and `<run_dir>/log.txt` (appending, so a resumed run continues its log).
     Under torchrun only rank 0 (`main`) logs; the other processes report warnings only."""
@@ -137,39 +167,10 @@ def setup_logging(run_dir: Path | None, main: bool = True) -> None:
     logger.propagate = False
     handlers = [logging.StreamHandler(sys.stdout if main else sys.stderr)]
     if run_dir is not None and main:
-        handlers.append(logging.FileHandler(run_dir / rundir.LOG))
+        handlers.append(_LogFile(run_dir / rundir.LOG))
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
-
-
-class _NoWriter:
-    """What processes other than rank 0 get instead of a SummaryWriter: nothing is written."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def tensorboard_writer(run_dir: Path, main: bool = True):
-    """A TensorBoard SummaryWriter on the run directory (on rank 0; a no-op writer elsewhere)."""
-    if not main:
-        return _NoWriter()
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run_dir / rundir.TB))
-
-
-def beta_image(betas: torch.Tensor, mask: torch.Tensor, scale: int = 12) -> torch.Tensor:
-    """An (edges, n_ops) mixing-weight heatmap as a (3, H, W) image for TensorBoard: white (0) to
-    dark blue (the largest weight), pruned entries red; each entry `scale` pixels square."""
-    level = (betas / betas.max().clamp_min(1e-12)).unsqueeze(0)  # (1, edges, n_ops)
-    white, blue, red = (torch.tensor(c, dtype=torch.float32).view(3, 1, 1)
-                        for c in ((1.0, 1.0, 1.0), (0.03, 0.19, 0.42), (0.85, 0.2, 0.2)))
-    image = torch.where(mask.unsqueeze(0), white + (blue - white) * level, red)  # (3, edges, n_ops)
-    return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
 
 
 # ---------------------------------------------------------------- metrics

@@ -3,15 +3,18 @@ the process ended with to `$PROBE_DIR/rank<k>.pt`, so a test can compare the pro
 
 It records, without changing what the script does: the final supernet (alphas, masks, weights)
 of train_search.py, or the final network of train.py and the indices of every training image
-this process loaded.
+this process loaded. With `PROBE_KILL=<rank>:<n>[:<signal>]`, process <rank> sends itself SIGKILL
+(a dying rank; SIGSTOP: a hanging one) as its n-th epoch starts.
 """
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
 import torch
 
+import distributed
 import engine
 import train_search
 import utils
@@ -38,7 +41,7 @@ def make_loader(dataset, *args, shuffle=False, **kwargs):
 
 
 def fit(model, *args, **kwargs):
-    captured["model"] = model
+    captured["model"] = distributed.unwrap(model)
     return real_fit(model, *args, **kwargs)
 
 
@@ -47,6 +50,21 @@ def finish(run, *args, **kwargs):
     return real_finish(run, *args, **kwargs)
 
 
+def killer(real):
+    """`real` (an epoch), with this process killed as its PROBE_KILL-th call starts."""
+    calls = []
+
+    def epoch(*args, **kwargs):
+        calls.append(1)
+        rank, n, *how = (os.environ.get("PROBE_KILL") or "-1:0").split(":")
+        if (rank, int(n)) == (os.environ.get("RANK", "0"), len(calls)):
+            os.kill(os.getpid(), getattr(signal, how[0] if how else "SIGKILL"))
+        return real(*args, **kwargs)
+    return epoch
+
+
+engine.train_one_epoch = killer(engine.train_one_epoch)
+train_search.search_one_epoch = killer(train_search.search_one_epoch)
 real_make_loader, engine.make_loader = engine.make_loader, make_loader
 real_fit, engine.fit = engine.fit, fit
 real_finish, train_search.finish = train_search.finish, finish
@@ -55,7 +73,7 @@ if __name__ == "__main__":
     script, argv = sys.argv[1], sys.argv[2:]
     result = utils.run_cli(importlib.import_module(Path(script).stem).main, argv)
     net = captured["model"]
-    net = net.module if hasattr(net, "module") else net
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save({"state": state, "seen": captured["seen"], "result": result},
                Path(os.environ["PROBE_DIR"]) / f"rank{os.environ.get('RANK', '0')}.pt")
+    distributed.leave(0)  # (as utils.run_script ends a torchrun process)

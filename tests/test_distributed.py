@@ -14,15 +14,16 @@ import distributed
 import utils
 
 
-def torchrun(nproc: int, script: str, *args, probe_dir=None, check: bool = True):
+def torchrun(nproc: int, script: str, *args, probe_dir=None, check: bool = True, kill: str = "",
+             timeout: int = 600):
     """`torchrun --standalone --nproc_per_node nproc <script> args` (through the probe when
-    `probe_dir` is given), one CPU thread per process."""
+    `probe_dir` is given; `kill` is its PROBE_KILL), one CPU thread per process."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", OMP_NUM_THREADS="1",
-               CUDA_VISIBLE_DEVICES="", PROBE_DIR=str(probe_dir or ""))
+               CUDA_VISIBLE_DEVICES="", PROBE_DIR=str(probe_dir or ""), PROBE_KILL=kill)
     target = [str(ROOT / "tests" / "ddp_probe.py"), script] if probe_dir else [str(ROOT / script)]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              "--nproc_per_node", str(nproc), *target, *map(str, args)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"torchrun {script} exited {result.returncode}\n{result.stdout}\n"
                              f"{result.stderr}")
@@ -43,12 +44,29 @@ def assert_same_state(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_search_on_two_processes_keeps_one_architecture(tmp_path):
+SEARCH = [*TINY_SEARCH, "--num_compare", "2", "--iter_compare", "1"]
+
+
+def probed(tmp_path, script: str, *args, kill: str = "", check: bool = True):
+    """torchrun of `script` on two processes through the probe, in `tmp_path`: (the run directory
+    or None, what each process saved or None, torchrun's result)."""
     out, probe = tmp_path / "out", tmp_path / "probe"
-    probe.mkdir()
-    torchrun(2, "train_search.py", *TINY_SEARCH, "--num_compare", "2", "--iter_compare", "1",
-             "--out_dir", out, probe_dir=probe)
-    ranks = probes(probe)
+    probe.mkdir(parents=True)
+    result = torchrun(2, script, *args, *([] if "--resume" in args else ["--out_dir", out]), probe_dir=probe,
+                      kill=kill, check=check, timeout=300)
+    runs = list(out.iterdir()) if out.exists() else []
+    return (runs[0] if runs else None), (probes(probe) if result.returncode == 0 else None), result
+
+
+@pytest.fixture(scope="module")
+def two_process_search(tmp_path_factory):
+    """A tiny search on two processes, uninterrupted: (run directory, what each process saved)."""
+    run, ranks, _ = probed(tmp_path_factory.mktemp("ddp_search"), "train_search.py", *SEARCH)
+    return run, ranks
+
+
+def test_search_on_two_processes_keeps_one_architecture(two_process_search):
+    run, ranks = two_process_search
     # Every process ends with the same alphas, masks, weights and BN statistics, hence genotype.
     assert_same_state(ranks[0]["state"], ranks[1]["state"])
     assert ranks[0]["result"]["genotype"] == ranks[1]["result"]["genotype"]
@@ -57,7 +75,6 @@ def test_search_on_two_processes_keeps_one_architecture(tmp_path):
     # ... and each loaded its own half of the data.
     assert set(ranks[0]["seen"]).isdisjoint(ranks[1]["seen"])
     # The run directory is written once, by rank 0.
-    (run,) = out.iterdir()
     results = json.loads((run / "results.json").read_text())
     assert results["world_size"] == 2 and results["genotype"] == ranks[0]["result"]["genotype"]
     log = (run / "log.txt").read_text()
@@ -77,12 +94,16 @@ TRAIN = ["--arch", "DARTS_V2", "--init_channels", "4", "--layers", "2", "--no_au
          "--image_size", "16", "--batch_size", "8", "--report_freq", "100", "--seed", "2"]
 
 
-def test_train_on_two_processes_splits_the_data_and_syncs_weights(tmp_path, folder):
-    out, probe = tmp_path / "out", tmp_path / "probe"
-    probe.mkdir()
-    torchrun(2, "train.py", *TRAIN, "--dataset", "folder", "--data", folder, "--epochs", "2",
-             "--out_dir", out, probe_dir=probe)
-    ranks = probes(probe)
+@pytest.fixture(scope="module")
+def two_process_train(tmp_path_factory, folder):
+    """A tiny retrain on two processes, uninterrupted: (run directory, what each process saved)."""
+    run, ranks, _ = probed(tmp_path_factory.mktemp("ddp_train"), "train.py", *TRAIN, "--dataset", "folder",
+                           "--data", folder, "--epochs", "2")
+    return run, ranks
+
+
+def test_train_on_two_processes_splits_the_data_and_syncs_weights(two_process_train):
+    run, ranks = two_process_train
     per_epoch = 24 // 2  # 24 training images, 12 per process per epoch
     for epoch in range(2):
         halves = [set(r["seen"][epoch * per_epoch:(epoch + 1) * per_epoch]) for r in ranks]
@@ -90,12 +111,39 @@ def test_train_on_two_processes_splits_the_data_and_syncs_weights(tmp_path, fold
         assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(range(24))
     assert ranks[0]["seen"][:per_epoch] != ranks[0]["seen"][per_epoch:]  # reshuffled every epoch
     assert_same_state(ranks[0]["state"], ranks[1]["state"])
-    (run,) = out.iterdir()
     results = json.loads((run / "results.json").read_text())
     assert results["world_size"] == 2 and results["epochs"] == 2
-    pooled = [{k: v for k, v in r.items() if k != "wall_time_seconds"}
-              for r in (results, ranks[0]["result"][0], ranks[1]["result"][0])]
+    pooled = [untimed(r) for r in (results, ranks[0]["result"][0], ranks[1]["result"][0])]
     assert pooled[0] == pooled[1] == pooled[2]  # the same test accuracy, pooled over processes
+
+
+def untimed(results: dict) -> dict:
+    """results.json without what differs between two runs of one seed (times, memory)."""
+    return {k: v for k, v in results.items() if k not in ("wall_time_seconds", "time_seconds", "memory", "search_cost_seconds")}
+
+
+@pytest.mark.parametrize("script, reference, args, kill, position", [
+    ("train.py", "two_process_train", [*TRAIN, "--dataset", "folder", "--epochs", "2"], "1:2", "the end of epoch 0"),
+    ("train_search.py", "two_process_search", SEARCH, "0:3", "the end of epoch 1")])
+def test_a_dying_process_stops_the_others_and_the_run_resumes_identically(
+        tmp_path, request, folder, script, reference, args, kill, position):
+    """SIGKILL of one of two gloo processes as an epoch starts (rank 1 of a retrain, rank 0, which
+    writes the files, of a search): the other stops at once with one line (the lost collective's
+    error, or torchrun's SIGTERM) naming the intact checkpoint; resumed on two processes, the run
+    ends as the uninterrupted one did."""
+    args = [*args, "--data", folder] if script == "train.py" else args
+    ref_run, ref_ranks = request.getfixturevalue(reference)
+    run, _, killed = probed(tmp_path / "killed", script, *args, kill=kill, check=False)
+    assert killed.returncode != 0
+    errors = [line for line in killed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, killed.stderr  # the survivor's; the killed process says nothing
+    assert f"{run / 'checkpoint.pt'} (at {position}), is intact" in errors[0]
+    assert ("lost contact with the others" in errors[0]) != ("stopped by SIGTERM" in errors[0])
+    assert errors[0].endswith(f"resume with the same flags and --resume {run} on 2 processes")
+    _, ranks, _ = probed(tmp_path / "resumed", script, *args, "--resume", run)
+    assert_same_state(ranks[0]["state"], ref_ranks[0]["state"])
+    done, ref = (json.loads((r / "results.json").read_text()) for r in (run, ref_run))
+    assert untimed(done) | {"run_dir": None, "checkpoint": None} == untimed(ref) | {"run_dir": None, "checkpoint": None}
 
 
 def test_training_resumes_on_another_number_of_processes(tmp_path, folder):

@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import ROOT, THREADS, run_cli
 
+import stops
+
 SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4", "--layers", "3",
           "--steps", "1", "--epochs", "2", "--warmup", "1", "--report_freq", "100", "--seed", "0"]
 TRAIN = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "1", "--batch_size", "64", "--init_channels", "4",
@@ -196,3 +198,112 @@ def test_a_file_size_limit_stops_the_run_in_one_line(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"error: [Errno 27] cannot write {run / 'checkpoint.pt'}: File too large"
     assert not (run / "checkpoint.pt").exists() and not list(run.glob(".*.tmp")) and (run / "log.txt").is_file()
+
+
+def test_the_errors_of_a_lost_process_are_told_from_others():
+    """gloo's errors as this PyTorch raises them (a peer SIGKILLed, a peer stopped past --dist_timeout)."""
+    closed = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+                          "closed by peer [127.0.0.1]:32688. This is typically caused by a remote worker crashing. "
+                          "Check the logs of the remote worker before reporting an error. GLHF!")
+    timed = RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 5000ms "
+                         "for recv operation to complete")
+    assert stops.is_lost_process(closed) and stops.is_lost_process(timed)
+    assert stops.is_lost_process(RuntimeError("Application timeout caused pair closure"))
+    assert not stops.is_lost_process(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 2x2)"))
+    assert stops.reason(closed) == "Connection closed by peer [127.0.0.1]:32688"
+    assert stops.reason(timed) == "Timed out waiting 5000ms for recv operation to complete"
+
+
+def fail_writing(monkeypatch, name: str, code: int) -> None:
+    """The atomic write of every file whose path ends with `name` fails at its rename with the
+    real OSError `code` (ENOSPC, EDQUOT, EIO), as the kernel gives it."""
+    import errno  # noqa: F401  (the codes the callers pass)
+
+    import fileio
+
+    real = fileio.os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(name):
+            raise OSError(code, os.strerror(code))
+        return real(src, dst, *args, **kwargs)
+    monkeypatch.setattr(fileio.os, "replace", replace)
+
+
+@pytest.mark.parametrize("name, code", [("results_of_7q/genotype/1.txt", 122), ("results.json", 5)])  # EDQUOT, EIO
+def test_a_write_error_in_a_search_loses_nothing_and_resumes_identically(
+        tmp_path, monkeypatch, capsys, search_runs, name, code):
+    """A quota hit writing epoch 1's genotype file, an I/O error writing results.json: one line
+    naming the file, exit 2, no temporary file left, every finished file whole; resumed once the
+    disk is back, the search ends byte for byte as the uninterrupted one (conftest's)."""
+    import torch
+    from conftest import TINY_SEARCH
+
+    import train_search
+    import utils
+
+    fail_writing(monkeypatch, name, code)
+    with pytest.raises(SystemExit) as stop:
+        utils.run_cli(train_search.main, [*TINY_SEARCH, "--out_dir", str(tmp_path)])
+    (run,) = tmp_path.iterdir()
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and line == f"error: [Errno {code}] cannot write {run / name}: {os.strerror(code)}"
+    assert not list(run.rglob("*.tmp")) and not (run / name).exists()
+    monkeypatch.undo()
+    utils.run_cli(train_search.main, [*TINY_SEARCH, "--resume", str(run)])
+    ref = search_runs["restricted"]
+    files = [p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl", ".csv")
+             and p.name != "log.txt" and "tensorboard" not in p.parts]
+    assert len(files) > 10 and all((run / f).read_bytes() == (ref / f).read_bytes() for f in files)
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (ref, run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "results.json").read_text())["genotype"] == json.loads(
+        (ref / "results.json").read_text())["genotype"]
+
+
+def test_tensorboard_and_figures_that_cannot_be_written_are_warnings(tmp_path, monkeypatch, capsys):
+    """ENOSPC in TensorBoard's event file (its writing thread), in the summary figure and in the
+    cell drawing: the search ends, results.json is written, one warning line each."""
+    import errno
+
+    import matplotlib.figure
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    import train_search
+    import utils
+    import visualize
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for owner, name in ((RecordWriter, "write"), (matplotlib.figure.Figure, "savefig"), (visualize, "draw")):
+        monkeypatch.setattr(owner, name, lambda *args, **kwargs: (_ for _ in ()).throw(full))
+    utils.run_cli(train_search.main, [*SEARCH, "--out_dir", str(tmp_path)])
+    (run,) = tmp_path.iterdir()
+    assert (run / "results.json").is_file()
+    err, log = capsys.readouterr().err, (run / "log.txt").read_text()
+    assert "Traceback" not in err and "Exception in thread" not in err
+    for warning in ("TensorBoard stops here (OSError: [Errno 28] No space left on device",
+                    "no summary figure (OSError: [Errno 28] No space left on device",
+                    "no drawing of the cells (OSError: [Errno 28] No space left on device"):
+        assert log.count(warning) == 1, warning
+
+
+def test_a_log_file_that_cannot_be_written_is_one_warning(tmp_path, capsys):
+    import logging
+
+    import utils
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+    utils.setup_logging(tmp_path)
+    (handler,) = [h for h in utils.logger.handlers if isinstance(h, logging.FileHandler)]
+    handler.stream = Full()
+    for i in range(3):
+        utils.logger.info("line %d", i)
+    err = capsys.readouterr().err
+    assert err == f"warning: cannot write {tmp_path / 'log.txt'} ([Errno 28] No space left on device); the log goes on on the screen only\n"
+    utils.setup_logging(None)

@@ -22,18 +22,21 @@ def only_run(folder):
     return run
 
 
-def kill_when(script, args, out_dir, ready):
-    """Start `script`, SIGKILL it as soon as `ready(out_dir)` holds; return its run directory."""
+def kill_when(script, args, out_dir, ready, sig=signal.SIGKILL, said: list | None = None):
+    """Start `script`, send it `sig` as soon as `ready(out_dir)` holds; return its run directory
+    (its stderr and exit code are appended to `said`)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS)
     proc = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--out_dir", str(out_dir)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if out_dir.exists() and ready(out_dir):
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    stderr = proc.communicate()[1]
+    if said is not None:
+        said += [stderr, proc.returncode]
     return only_run(out_dir)
 
 
@@ -43,12 +46,27 @@ def mid_pruning(out_dir):
     return bool(events) and events[0].read_text().count("\n") >= 13
 
 
-def test_resume_after_sigkill_is_exact(tmp_path):
-    run_cli("train.py", *ARGS, "--out_dir", tmp_path / "ref")
-    ref = only_run(tmp_path / "ref")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run ARGS make, from start to end."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_cli("train.py", *ARGS, "--out_dir", out)
+    return only_run(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_a_kill_is_exact(tmp_path, uninterrupted, sig):
+    """SIGKILL (a node lost), SIGTERM (a scheduler's time limit: one line, exit code 143)."""
+    ref = uninterrupted
+    said = []
     cut = kill_when("train.py", ARGS, tmp_path / "cut",
-                    lambda out: bool(list(out.glob("eval-*/checkpoint.pt"))))
+                    lambda out: bool(list(out.glob("eval-*/checkpoint.pt"))), sig=sig, said=said)
     assert not (cut / "results.json").exists(), "the run finished before it was killed"
+    if sig == signal.SIGTERM:
+        stderr, code = said
+        assert code == 143 and stderr.count("\n") == 1 and stderr.startswith("error: stopped by SIGTERM in the ")
+        assert f"{cut / 'checkpoint.pt'} (at the end of epoch " in stderr
+        assert stderr.rstrip().endswith(f"resume with the same flags and --resume {cut}")
     run_cli("train.py", *ARGS, "--resume", cut)
     a, b = (json.loads((d / "results.json").read_text()) for d in (ref, cut))
     assert a["final_test_top1"] == b["final_test_top1"] and a["final_test_top5"] == b["final_test_top5"]

@@ -1,0 +1,162 @@
+"""How a run stops when something outside its code fails: one line that says what happened and
+where, the last checkpoint (intact: checkpoints are written atomically) and what to do, with an
+exit code of its own:
+
+- 2: a user error (cli.UserError: a bad flag, a missing data set, a full disk);
+- 3: out of memory (oom.py's line);
+- 4: another process of the run is lost (under torchrun: it died, or hangs past --dist_timeout);
+- 143 (128 + SIGTERM): stopped by SIGTERM (torchrun stopping the others after one died, a
+  scheduler at its time limit).
+"""
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import checkpoints
+import oom
+from cli import UserError
+
+LOST_EXIT_CODE = 4
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread where it was running (a BaseException, as
+    KeyboardInterrupt is: no `except Exception` swallows it)."""
+
+
+class Stopped(UserError):
+    """A run stopped from outside (a lost process, SIGTERM): one line and its own exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_stopping = threading.Event()  # set once a stop is being said: a SIGTERM then changes nothing
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within: SIGTERM raises Terminated in the main thread, so that the run says in one line where
+    it stopped (the previous handler is put back after). Once the run is stopping for another
+    reason (the error of a collective whose peer died, which torchrun follows with SIGTERM), a
+    SIGTERM is ignored: the line being written says what happened."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if not _stopping.is_set():
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# What gloo and NCCL raise (a RuntimeError) when a peer died or stopped answering.
+_LOST = re.compile(r"closed by peer|reset by peer|broken pipe|pair closure|timed out|timeout|NCCL|gloo|ProcessGroup",
+                   re.I)
+_TIMEOUT = re.compile(r"timed out|timeout", re.I)
+
+
+def is_lost_process(e: BaseException) -> bool:
+    """Whether `e` is a collective failing because another process of the run is gone or hangs."""
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and bool(_LOST.search(str(e))))
+
+
+def reason(e: BaseException) -> str:
+    """The collective's error without its source location and boilerplate: 'Connection closed by
+    peer [127.0.0.1]:32688', 'Timed out waiting 600000ms for recv operation to complete'."""
+    lines = str(e).strip().splitlines()
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(e).__name__
+    return text.split(". This is typically")[0].rstrip(". ")
+
+
+def _process() -> tuple[int, int]:
+    """(rank, number of processes) of this process (0, 1 without a process group)."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def checkpoint_position(path: Path) -> str | None:
+    """Where the run stood at its checkpoint ('epoch 3, step 97' or 'the end of epoch 3'), read
+    lazily (memory-mapped); None without a readable checkpoint."""
+    try:
+        return checkpoints.position(torch.load(path, map_location="cpu", mmap=True, weights_only=False))
+    except Exception:  # (absent, or unreadable: said as "no checkpoint")
+        return None
+
+
+def lost_line(e: BaseException, where: str, kept: str) -> str:
+    """The line of a process that lost the others of its run `where` ('in the train phase')."""
+    rank, size = _process()
+    waited = ", after waiting --dist_timeout" if _TIMEOUT.search(str(e)) else ""
+    return (f"process {rank} of {size} lost contact with the others {where} ({reason(e)}{waited}): another "
+            f"process died or hangs, its own lines say why; {kept}")
+
+
+class Guard:
+    """`with Guard(...):` around a run's epochs turns an out-of-memory error, the loss of another
+    process and SIGTERM into one line each (Stopped, oom.OutOfMemory): the phase (the phase
+    timer's current one), the last checkpoint and how far it got, and what to do; `advice[phase]`
+    (`advice[None]` for other phases) says what to change when out of memory."""
+
+    def __init__(self, device: torch.device, timer, checkpoint: Path, advice: dict):
+        self.device, self.timer, self.checkpoint, self.advice = device, timer, Path(checkpoint), advice
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, kind, e, traceback) -> None:
+        if e is None:
+            return
+        _stopping.set()
+        out_of_memory, lost = oom.is_out_of_memory(e), _process()[1] > 1 and is_lost_process(e)
+        if not (out_of_memory or lost or isinstance(e, Terminated)):
+            return
+        phase = self.timer.current
+        where = f"in the {phase} phase" if phase else "between phases"
+        position = checkpoint_position(self.checkpoint)
+        kept = (f"the last checkpoint, {self.checkpoint} (at {position}), is intact" if position
+                else "no checkpoint had been written yet")
+        if out_of_memory:
+            advice = self.advice.get(phase, self.advice.get(None, ""))
+            raise oom.OutOfMemory(oom.line(e, self.device, phase, kept, advice)) from None
+        size = _process()[1]
+        resume = (f"resume with the same flags and --resume {self.checkpoint.parent}"
+                  + (f" on {size} processes" if size > 1 else "") if position else "start it again")
+        if lost:
+            raise Stopped(f"{lost_line(e, where, kept)}; {resume}", LOST_EXIT_CODE) from None
+        why = " (torchrun stops every process when one of them dies: its lines say why)" if size > 1 else ""
+        raise Stopped(f"stopped by SIGTERM {where}{why}; {kept}; {resume}", TERMINATED_EXIT_CODE) from None
+
+
+def guarded(main: Callable, argv: list[str] | None):
+    """`main(argv)` with SIGTERM raising Terminated; what no Guard said in one line (an
+    out-of-memory error, a lost process or SIGTERM while setting up or finishing a run) is said in
+    one line here."""
+    outside = "outside the epochs (setting up or finishing the run)"
+    _stopping.clear()
+    with sigterm_raises():
+        try:
+            return main(argv)
+        except BaseException as e:
+            _stopping.set()  # (from here on a SIGTERM changes nothing: this is said)
+            if isinstance(e, Terminated):
+                raise Stopped(f"stopped by SIGTERM {outside}", TERMINATED_EXIT_CODE) from None
+            if oom.is_out_of_memory(e):
+                raise oom.outside(e) from None
+            if _process()[1] > 1 and is_lost_process(e):
+                raise Stopped(lost_line(e, outside, "run it again once every process can"), LOST_EXIT_CODE) from None
+            raise
