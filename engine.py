@@ -54,7 +54,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
             loss = criterion(logits, y)
             if logits_aux is not None and aux_weight > 0:
                 loss = loss + aux_weight * criterion(logits_aux, y)
-        watch.early("the training loss", loss, f"epoch {epoch}, step {step}")
+        watch.early("the training loss", loss, f"epoch {epoch}, step {step}, training step")
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if not watch.ok("the gradient", norm, f"epoch {epoch}, step {step}", "training step", model, saved):

@@ -57,14 +57,20 @@ def lock(run_dir: str | Path) -> None:
     """Take `run_dir` for this process, or refuse with one line when another process has it (a
     rerun while the first still runs). The lock is the kernel's (flock on <run_dir>/.lock): a
     process that dies, even by SIGKILL, holds it no more. (Not where flock is missing, and on
-    some network file systems it only excludes processes of one machine.)"""
+    some network file systems it only excludes processes of one machine.) Once the directory is
+    this process's, the temporary files of a writer killed mid-write (SIGKILL leaves them) go."""
     try:
         import fcntl
     except ImportError:
         return
     key = Path(run_dir).resolve()
-    if key in _LOCKS:
-        return
+    if key not in _LOCKS:
+        _take(key, run_dir, fcntl)
+    for stale in key.rglob(".*.tmp"):  # (fileio.atomic_write's and checkpoints' temporary names)
+        stale.unlink(missing_ok=True)
+
+
+def _take(key: Path, run_dir, fcntl) -> None:
     f = open(key / LOCK, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

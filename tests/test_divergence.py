@@ -116,3 +116,11 @@ def test_skip_in_a_retrain(tmp_path, monkeypatch, capsys):
 def test_bad_nan_flags_are_one_line(capsys, flags, message):
     code, err = run(train_search.main, [*SEARCH, *flags], capsys)
     assert code == 2 and message in err
+
+
+def test_a_corrupt_batch_stops_a_retrain_by_default(tmp_path, monkeypatch, capsys):
+    poison(monkeypatch, engine, 0, {2})
+    code, err = run(train.main, [*TRAIN, "--out_dir", str(tmp_path)], capsys)
+    assert code == 2 and err == ("error: the training diverged: the training loss became non-finite in epoch 0, "
+                                 "step 2, training step; nothing was updated or pruned with it and the last "
+                                 "checkpoint, if any, is kept (a lower --learning_rate may help)\n")

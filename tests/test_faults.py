@@ -74,7 +74,10 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, monkeypatch, ca
     assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 0
     assert not list(run.glob("*.tmp")) and not (run / "results.json").exists()  # nothing half-written
     monkeypatch.undo()
+    stale = run / ".checkpoint.pt.k1ll3d.tmp"  # what a writer SIGKILLed mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
     utils.run_cli(train.main, [*args, "--resume", str(run)])
+    assert not stale.exists()
     (ref,) = (tmp_path / "ref").iterdir()
     a, b = (json.loads((d / "results.json").read_text()) for d in (ref, run))
     assert a["final_test_top1"] == b["final_test_top1"]
