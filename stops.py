@@ -158,5 +158,5 @@ def guarded(main: Callable, argv: list[str] | None):
             if oom.is_out_of_memory(e):
                 raise oom.outside(e) from None
             if _process()[1] > 1 and is_lost_process(e):
-                raise Stopped(lost_line(e, outside, "run it again once every process can"), LOST_EXIT_CODE) from None
+                raise Stopped(lost_line(e, outside, "any checkpoint of the run is intact: --resume it, or start it again"), LOST_EXIT_CODE) from None
             raise
