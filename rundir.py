@@ -27,8 +27,8 @@ PRUNE_EVENTS, SALIENCY, AUDIT = "prune_events.jsonl", "saliency.jsonl", "audit.j
 APPENDED = (PRUNE_EVENTS, SALIENCY, AUDIT)  # append-only: cut back to the checkpoint's sizes on resume
 SUMMARY, PLOTS, ONE_SHOT = "summary", "plots", "one_shot"
 SELECTION = "selection.json"  # scripts/select_genotype.py's ranking, in its --out_dir
-PLAN = "plan-{kind}-{save}.json"
-LOCK = ".lock"  # held (flock) by the process running in a run directory  # --plan's projection, in the --out_dir a run would go to (no run directory)
+PLAN = "plan-{kind}-{save}.json"  # --plan's projection, in the --out_dir a run would go to (no run directory)
+LOCK = ".lock"  # held (flock) by the process running in a run directory
 # The authors' per-epoch layout: results_of_7q/{genotype,alpha,sal}/<epoch>.txt and results.csv.
 EPOCHS, RESULTS_CSV = "results_of_7q", "results.csv"
 # The kinds of run directory: train_search.py, train.py, train_imagenet.py, train_nb201.py.
@@ -59,18 +59,19 @@ def lock(run_dir: str | Path) -> None:
     process that dies, even by SIGKILL, holds it no more. (Not where flock is missing, and on
     some network file systems it only excludes processes of one machine.) Once the directory is
     this process's, the temporary files of a writer killed mid-write (SIGKILL leaves them) go."""
-    try:
-        import fcntl
-    except ImportError:
-        return
     key = Path(run_dir).resolve()
     if key not in _LOCKS:
-        _take(key, run_dir, fcntl)
+        _LOCKS[key] = _take(key, run_dir)
     for stale in key.rglob(".*.tmp"):  # (fileio.atomic_write's and checkpoints' temporary names)
         stale.unlink(missing_ok=True)
 
 
-def _take(key: Path, run_dir, fcntl) -> None:
+def _take(key: Path, run_dir):
+    """The open lock file of `key`, locked (None where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
     f = open(key / LOCK, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,7 +84,7 @@ def _take(key: Path, run_dir, fcntl) -> None:
     f.truncate()
     f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
     f.flush()
-    _LOCKS[key] = f
+    return f
 
 
 def plan_path(root: str | Path, kind: str, save: str) -> Path:

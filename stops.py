@@ -122,7 +122,8 @@ class Guard:
         if e is None:
             return
         _stopping.set()
-        out_of_memory, lost = oom.is_out_of_memory(e), _process()[1] > 1 and is_lost_process(e)
+        size = _process()[1]
+        out_of_memory, lost = oom.is_out_of_memory(e), size > 1 and is_lost_process(e)
         if not (out_of_memory or lost or isinstance(e, Terminated)):
             return
         phase = self.timer.current
@@ -133,7 +134,6 @@ class Guard:
         if out_of_memory:
             advice = self.advice.get(phase, self.advice.get(None, ""))
             raise oom.OutOfMemory(oom.line(e, self.device, phase, kept, advice)) from None
-        size = _process()[1]
         resume = (f"resume with the same flags and --resume {self.checkpoint.parent}"
                   + (f" on {size} processes" if size > 1 else "") if position else "start it again")
         if lost:

@@ -48,18 +48,21 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), None
 
 
+def _proc_mb(file: str, field: str) -> float | None:
+    """`field` of a /proc file ("VmRSS" of /proc/self/status, say) in MB; None where it is missing."""
+    path = Path(file)
+    found = re.search(rf"{field}:\s+(\d+) kB", path.read_text()) if path.exists() else None
+    return int(found.group(1)) / 1024 if found else None
+
+
 def resident_mb() -> float:
     """This process's resident memory now, in MB (0 where /proc is missing)."""
-    status = Path("/proc/self/status")
-    found = re.search(r"VmRSS:\s+(\d+) kB", status.read_text()) if status.exists() else None
-    return int(found.group(1)) / 1024 if found else 0.0
+    return _proc_mb("/proc/self/status", "VmRSS") or 0.0
 
 
 def available_mb() -> float | None:
     """The machine's available memory now, in MB (Linux's MemAvailable; None where it is unknown)."""
-    meminfo = Path("/proc/meminfo")
-    found = re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read_text()) if meminfo.exists() else None
-    return int(found.group(1)) / 1024 if found else None
+    return _proc_mb("/proc/meminfo", "MemAvailable")
 
 
 class PhaseTimer:

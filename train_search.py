@@ -341,9 +341,9 @@ def main(argv: list[str] | None = None) -> dict:
     utils.set_determinism(args.deterministic)
     run = search_run.setup(args, world, build)
     first_epoch, first_step = search_run.resume(run, run.state) if args.resume else (0, 0)
-    if first_epoch >= args.epochs and (run.dir / rundir.RESULTS).exists():
-        raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
-    if first_epoch >= args.epochs:  # finished, but stopped before its results were written (a full disk)
+    if first_epoch >= args.epochs:  # finished: with its results, or stopped before writing them (a full disk)
+        if (run.dir / rundir.RESULTS).exists():
+            raise utils.UserError(f"{run.dir}: this search already finished its {args.epochs} epochs")
         last = run.rows[-1]
         return finish(run, run.model.genotype(not args.no_restrict, args.num_kept_max),
                       {"top1": last["val_acc"], "loss": last["val_loss"]})

@@ -1,6 +1,6 @@
-"""Shared machinery of the scripts: seeding and determinism, logging, metrics,
-learning rates, atomic checkpoints, evaluation, memory format and model complexity (the run
-directory's layout is rundir.py's)."""
+"""Shared machinery of the scripts: the entry point, seeding and determinism, logging, metrics,
+learning rates, evaluation, memory format and model complexity (the run directory's layout is
+rundir.py's, checkpoints are checkpoints.py's)."""
 from __future__ import annotations
 
 import argparse
@@ -30,8 +30,9 @@ logger = logging.getLogger("fpdarts")
 
 
 def run_cli(main, argv: list[str] | None = None):
-    """Call a script's `main`: user errors (bad flags, genotypes, missing data sets) and running out
-    of memory become one line on stderr (exit code 2, 3); the torchrun process group is left always."""
+    """Call a script's `main`: user errors (bad flags, genotypes, missing data sets, a full disk) and
+    the stops of stops.py (out of memory, a lost process, SIGTERM) become one line on stderr (exit
+    code 2; 3, 4, 143); the torchrun process group is left always."""
     from data import DatasetMissing
     from genotypes import GenotypeError
 
