@@ -24,7 +24,8 @@ def untouched(model: Supernet):
     """The model's buffers (BN running statistics) and every random generator are as before on
     leaving: the audit's passes leave no trace on the search. Drop-path (S1-S4) is off meanwhile:
     every removal, and the rules, are measured on one and the same network."""
-    rng, drop_prob = utils.rng_state(), model.drop_path_prob
+    device = model.arch_parameters()[0].device
+    rng, drop_prob = utils.rng_state(device), model.drop_path_prob
     buffers = [b.clone() for b in model.buffers()]
     model.drop_path_prob = 0.0
     try:
@@ -34,7 +35,7 @@ def untouched(model: Supernet):
         with torch.no_grad():
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)
-        utils.set_rng_state(rng)
+        utils.set_rng_state(rng, device)
 
 
 def true_rank(truth: Tensor, eligible: Tensor, flat: int) -> int:
@@ -61,8 +62,8 @@ def compare(measured: dict, model: Supernet, *, restrict: bool, pruned: dict[str
     its true rank among the eligible ops; with `pruned` ({cell type: flat index}), the true rank
     of the op the event actually pruned."""
     space, records = model.space, []
-    for cell, (name, mask) in enumerate(zip(space.cell_types, model.masks())):
-        live, eligible = mask.flatten().cpu(), space.eligible(cell, mask, restrict).flatten().cpu()
+    for cell, (name, mask) in enumerate(zip(space.cell_types, model.host_masks())):
+        live, eligible = mask.flatten(), space.eligible(cell, mask, restrict).flatten()
         truth = measured["truth"][cell].flatten().cpu()
         record = {"cell": name, "live_ops": int(live.sum()), "eligible": int(eligible.sum())}
         for rule in RULES:

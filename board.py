@@ -77,7 +77,7 @@ def beta_image(betas: torch.Tensor, mask: torch.Tensor, scale: int = 12) -> torc
     """An (edges, n_ops) mixing-weight heatmap as a (3, H, W) image for TensorBoard: white (0) to
     dark blue (the largest weight), pruned entries red; each entry `scale` pixels square."""
     level = (betas / betas.max().clamp_min(1e-12)).unsqueeze(0)  # (1, edges, n_ops)
-    white, blue, red = (torch.tensor(c, dtype=torch.float32).view(3, 1, 1)
+    white, blue, red = (torch.tensor(c, dtype=torch.float32, device=betas.device).view(3, 1, 1)
                         for c in ((1.0, 1.0, 1.0), (0.03, 0.19, 0.42), (0.85, 0.2, 0.2)))
     image = torch.where(mask.unsqueeze(0), white + (blue - white) * level, red)  # (3, edges, n_ops)
     return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)

@@ -1,7 +1,7 @@
 """Checkpoints that survive what long runs meet: each written atomically, carrying a digest of its
 contents, with the one before it kept beside it (checkpoint.prev.pt, a hard link: no copy); read
 back with the digest checked, and on --resume the previous one taken, with a warning, when the
-newest is cut short or corrupt."""
+newest is missing, cut short or corrupt."""
 from __future__ import annotations
 
 import hashlib
@@ -91,21 +91,23 @@ def position(state: dict) -> str:
 
 def resume(path: str | Path) -> tuple[Path, dict]:
     """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file. A
-    newest checkpoint that is cut short or corrupt gives way to the previous one (a warning on
-    stderr says which epoch is done again); only when neither is good does it stop, in one line.
-    A checkpoint of an earlier version comes completed by `rundir.legacy_state`."""
-    path = rundir.checkpoint_of(path)
-    previous = path.with_name(rundir.PREVIOUS)
+    newest checkpoint that is missing, cut short or corrupt gives way to the previous one (a
+    warning on stderr names it and says which epoch is done again); only when neither is good does
+    it stop, in one line. A checkpoint of an earlier version comes completed by `rundir.legacy_state`."""
+    given = Path(path)
+    newest = given / rundir.CHECKPOINT if given.is_dir() else given
+    previous = newest.with_name(rundir.PREVIOUS)
     try:
-        state = load(path)
+        state = load(rundir.checkpoint_of(path))
     except UserError as e:
-        if not previous.is_file():
+        if not previous.is_file() or previous == newest:
             raise
+        why = f"{newest}: missing" if not newest.exists() else str(e)
         try:
             state = load(previous)
         except UserError as older:
-            raise UserError(f"{e}; and {older}") from None
-        keep(previous, path)  # the good one under the usual name: the next save keeps it
-        sys.stderr.write(f"warning: {e}; resuming from the previous checkpoint instead (at {position(state)}): "
-                         "what came after it is done again\n")
-    return path.parent, rundir.legacy_state(state)
+            raise UserError(f"{why}; and {older}") from None
+        keep(previous, newest)  # the good one under the usual name: the next save keeps it
+        sys.stderr.write(f"warning: {why}; resuming from the previous checkpoint, {previous}, instead (at "
+                         f"{position(state)}): what came after it is done again\n")
+    return newest.parent, rundir.legacy_state(state)

@@ -66,7 +66,8 @@ def synthetic_trajectory(pruner: S.Pruner, seed: int = 0) -> list[list[dict]]:
     try:
         while not pruner.finished():
             shape = torch.stack(list(pruner.model.masks())).shape
-            decisions = pruner.decide(torch.rand(shape, generator=generator).to(pruner.device), lambda: [])
+            saliency = torch.rand(shape, generator=generator, device="cpu").to(pruner.device)
+            decisions = pruner.decide(saliency, lambda: [])
             pruner.apply(decisions)
             events.append([{k: d[k] for k in ("cell", "edge", "op")} for d in decisions])
     finally:

@@ -183,9 +183,9 @@ class Digits(Dataset):
         order = np.random.RandomState(0).permutation(len(targets))
         cut = int(0.8 * len(order))
         keep = order[:cut] if train else order[cut:]
-        images = torch.tensor(images[keep], dtype=torch.float32) / 16.0  # (N, 8, 8) in [0, 1]
+        images = torch.tensor(images[keep], dtype=torch.float32, device="cpu") / 16.0  # (N, 8, 8) in [0, 1]
         self.images = ((images - 0.5) / 0.5).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
-        self.targets = torch.tensor(targets[keep], dtype=torch.long)
+        self.targets = torch.tensor(targets[keep], dtype=torch.long, device="cpu")
         self.classes = [str(i) for i in range(10)]
 
     def __len__(self) -> int:

@@ -66,21 +66,39 @@ def add_flags(group) -> None:
                             f"(reading a large benchmark file, say) takes longer (default {DEFAULT_TIMEOUT})")
 
 
+def _gpu(index: int, what: str) -> torch.device:
+    """CUDA device `index`, made the current device (where the allocator, cuDNN, random streams,
+    synchronisations and NCCL work without an explicit index; else GPU 0 holds a stray context)."""
+    if not 0 <= index < torch.cuda.device_count():
+        raise UserError(f"{what} {index}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"0 to {torch.cuda.device_count() - 1}")
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
+
+
+# NCCL's defaults end a process whose collective timed out or failed in the watchdog thread
+# (std::abort, no Python exception). Blocking waits raise the error in the thread that waits
+# instead, and aborting only the communicator leaves the process to report it (stops.Guard: one
+# line, exit code 4). The cost: the CPU waits for each collective to finish (DDP's gradient
+# all-reduce, once a step). Set either variable yourself to choose otherwise.
+NCCL_ERRORS_RAISE = {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+
+
 def init(gpu: int = 0, timeout: float = DEFAULT_TIMEOUT) -> World:
     """Join the process group when launched by torchrun (else a world of one) and pick the device:
-    the GPU of the local rank (or `--gpu` for a single process) when CUDA is present, else the CPU.
-    A collective that waits more than `timeout` seconds for the other processes fails."""
+    the GPU of the local rank (or `--gpu` for a single process) when CUDA is present, else the CPU;
+    it becomes the current CUDA device. A collective that waits more than `timeout` seconds for
+    the other processes fails, in Python (NCCL_ERRORS_RAISE)."""
+    cuda = torch.cuda.is_available()
     if launched_processes() == 1:
-        device = torch.device("cuda", gpu) if torch.cuda.is_available() else torch.device("cpu")
-        return World(device=device)
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+        return World(device=_gpu(gpu, "--gpu") if cuda else torch.device("cpu"))
+    device = _gpu(int(os.environ["LOCAL_RANK"]), "torchrun's LOCAL_RANK") if cuda else torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout))
+        if cuda:
+            for name, value in NCCL_ERRORS_RAISE.items():
+                os.environ.setdefault(name, value)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     return World(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
 
@@ -201,11 +219,17 @@ def sync_buffers(module: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def wrap(model: nn.Module, world: World, *, find_unused_parameters: bool = False) -> nn.Module:
+def wrap(model: nn.Module, world: World, *, find_unused_parameters: bool = False,
+         replicated: tuple[nn.Module | torch.Tensor, ...] = ()) -> nn.Module:
     """DistributedDataParallel around `model` on several processes; `model` itself otherwise.
-    DDP copies rank 0's parameters and buffers to every process here."""
+    DDP copies rank 0's parameters and buffers to every process here, and its buffers before
+    every forward pass, but for the `replicated` buffers: every process holds them identically
+    already (the supernet's masks: a broadcast would only make them look changed)."""
     if not world.distributed:
         return model
+    names = [name for name, b in model.named_buffers() if any(b is r for r in replicated)]
+    if names:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
     device_ids = [world.device.index] if world.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=find_unused_parameters)

@@ -1,7 +1,10 @@
 """A run that diverges: a non-finite loss, gradient or α is caught at the step where it appears.
 
 `--nan_policy stop` (the default) ends the run there with one line (which tensor, the epoch, step
-and phase); the last checkpoint, written before, is finite. `--nan_policy skip` leaves such a step
+and phase); the last checkpoint, written before, is finite. Its checks wait on the device until
+the step's one host read (`settle`, with the loss and accuracy): on a GPU each read of a device
+value stalls the queue, and the run still stops at the end of that step, before anything is
+written or pruned. `--nan_policy skip` leaves such a step
 out instead (no update: the gradient is dropped and the batch-norm statistics the step's forward
 pass moved are put back), logs it, and stops after `--nan_patience` skipped steps of one kind in
 a row. A non-finite saliency always stops a search: an op is never pruned on it.
@@ -43,19 +46,39 @@ class Divergence:
         self.policy, self.patience, self.run, self.advice = policy, patience, run, advice
         self.in_a_row: dict[str, int] = {}
         self.skipped = 0
+        self._pending: list[tuple[str, str, torch.Tensor]] = []  # (name, where, finite?) until `settle`
+
+    def _stop(self, name: str, where: str) -> UserError:
+        return UserError(f"{self.run} diverged: {name} became non-finite in {where}; nothing was saved "
+                         f"or pruned with it and the last checkpoint, if any, is kept ({self.advice})")
 
     def check(self, name: str, tensor: torch.Tensor, where: str) -> None:
         """Stop at a non-finite `tensor` (`name` at `where`: "the saliency", "epoch 3, step 9, prune
-        event"), whatever the policy."""
+        event"), whatever the policy, now (a host read)."""
         if not torch.isfinite(tensor).all():
-            raise UserError(f"{self.run} diverged: {name} became non-finite in {where}; nothing was updated "
-                            f"or pruned with it and the last checkpoint, if any, is kept ({self.advice})")
+            raise self._stop(name, where)
+
+    def defer(self, name: str, tensor: torch.Tensor, where: str) -> None:
+        """`check` at the step's `settle`: the flag stays on the device until then."""
+        self._pending.append((name, where, torch.isfinite(tensor).all()))
+
+    def settle(self, *values: torch.Tensor) -> list[float]:
+        """A step's figures (0-dim tensors: loss, accuracy) on the host, in one read together with
+        the flags of its deferred checks; the first non-finite of those stops the run."""
+        pending, self._pending = self._pending, []
+        if not values and not pending:
+            return []
+        read = torch.stack([v.detach().float() for v in values] + [f.float() for *_, f in pending]).tolist()
+        for (name, where, _), finite in zip(pending, read[len(values):]):
+            if not finite:
+                raise self._stop(name, where)
+        return read[:len(values)]
 
     def early(self, name: str, tensor: torch.Tensor, where: str) -> None:
-        """A step's loss, before its backward pass: under stop, `check`; under skip the step's
-        gradient decides (`ok`: it is the same on every process, a loss is not)."""
+        """A step's loss, before its backward pass: under stop, checked at `settle`; under skip the
+        step's gradient decides (`ok`: it is the same on every process, a loss is not)."""
         if self.policy == "stop":
-            self.check(name, tensor, where)
+            self.defer(name, tensor, where)
 
     def snapshot(self, module: nn.Module) -> list[torch.Tensor] | None:
         """Under skip: copies of `module`'s buffers (batch-norm statistics) from before a step,
@@ -65,15 +88,19 @@ class Divergence:
     def ok(self, name: str, tensor: torch.Tensor, where: str, kind: str,
            module: nn.Module | None = None, saved: list[torch.Tensor] | None = None) -> bool:
         """Whether the `kind` step ("weight step") at `where` may update: `name`'s `tensor` (its
-        gradient's norm) is finite. Otherwise under stop, one line; under skip, False with
+        gradient's norm) is finite. Under stop always (the check is deferred to `settle`, which
+        stops the run at the step's end); under skip a host read decides now: False with
         `module`'s buffers put back from `saved`, and one line at `patience` in a row."""
+        if self.policy == "stop":
+            self.defer(name, tensor, f"{where}, {kind}")
+            return True
         if torch.isfinite(tensor).all():
             self.in_a_row[kind] = 0
             return True
         self.in_a_row[kind] = self.in_a_row.get(kind, 0) + 1
-        if self.policy == "stop" or self.in_a_row[kind] >= self.patience:
-            many = f" ({self.in_a_row[kind]} {kind}s in a row: --nan_patience)" if self.policy == "skip" else ""
-            self.check(name, tensor, f"{where}, {kind}{many}")
+        if self.in_a_row[kind] >= self.patience:
+            many = f"{self.in_a_row[kind]} {kind}s in a row: --nan_patience"
+            raise self._stop(name, f"{where}, {kind} ({many})")
         self.skipped += 1
         if saved is not None:
             with torch.no_grad():

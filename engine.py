@@ -61,17 +61,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
             optimizer.zero_grad(set_to_none=True)
             continue
         optimizer.step()
-        acc1, acc5 = utils.accuracy(logits.float(), y, (1, 5))
-        loss_m.update(loss.item(), y.size(0))
-        top1_m.update(acc1, y.size(0))
-        top5_m.update(acc5, y.size(0))
+        # The step's one host read: loss, top-1, top-5 and the deferred non-finite checks.
+        loss_v, acc1, acc5 = watch.settle(loss, *utils.hits(logits.detach().float(), y, (1, 5)))
+        loss_m.update(loss_v, y.size(0))
+        top1_m.update(acc1 * 100.0, y.size(0))
+        top5_m.update(acc5 * 100.0, y.size(0))
         rate.update(y.size(0) * distributed.launched_processes())
         if step % report_freq == 0:
             epoch_left = rate.step_seconds(step + 1) * (len(loader) - step - 1)
             eta = "" if rest is None else f", run ETA {timing.duration(epoch_left + rest(rate.step_seconds(step + 1) * len(loader)))}"
             log.info("train %03d %e %f %f  %.1f img/s, epoch ETA %s%s", step, loss_m.avg, top1_m.avg, top5_m.avg,
                      rate.images_per_second(), timing.duration(epoch_left), eta)
-    return utils.pooled_averages({"loss": loss_m, "top1": top1_m, "top5": top5_m})
+    return utils.pooled_averages({"loss": loss_m, "top1": top1_m, "top5": top5_m}, device)
 
 
 def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distributed.World, *,
@@ -126,7 +127,7 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         # (augmentations, drop-path) and how far the log had got; the data order is a function
         # of the seed and the epoch.
         with timer("files"):
-            rng = utils.rng_states()
+            rng = utils.rng_states(device)
             if world.is_main:
                 checkpoints.save(run_dir / rundir.CHECKPOINT, previous=run_dir / rundir.PREVIOUS, state={
                     "epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -250,7 +251,6 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
     start, device = time.time(), world.device
     train_set, test_set, num_classes = datasets
     run_dir = open_run(args, label, genotype, world, run_root, kind, resume, fmt)
-    utils.set_determinism(args.deterministic)
     utils.set_seed(args.seed + world.rank)  # augmentations differ by process; DDP syncs the weights
     net = build_network(args, network_cls, genotype, num_classes, world, image_size, resume[1] if resume else None)
     ddp, optimizer, memory_format = net.ddp, net.optimizer, net.memory_format
@@ -305,8 +305,8 @@ def plan_run(args, network_cls, dataset: str, *, criterion, base: str | None, na
     """`--plan` of a training script: the plan of every architecture the run would train (from the
     same flags as `run`); `aux_side` is the image side the auxiliary head needs."""
     args.plan_file = plan.plan_file(args, args.out_dir or base or "ckpt", kind)
-    found = sources() if sources is not None else utils.genotype_sources(base, names, args.arch, args.genotype,
-                                                                         args.no_restrict)
+    found = sources() if sources is not None else train_args.genotype_sources(
+        base, names, args.arch, args.genotype, args.no_restrict)
     shape, data = costs.data_shape(dataset, args.data, args.image_size)
     if aux_side:
         train_args.check_auxiliary(args, shape.side, aux_side)
@@ -322,6 +322,7 @@ def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, im
     gives [(label, architecture)] instead where the script has other flags), or `--resume`;
     `fmt` says how the architectures are stored. Under torchrun, on every process."""
     world = distributed.init(args.gpu, args.dist_timeout)
+    utils.on_device(args, world.device)
     args.seed = utils.resolve_seed(args.seed)
     if args.mode == "eval":
         return [evaluate_checkpoint(args, network_cls, datasets[1], datasets[2], world, fmt)]
@@ -331,7 +332,7 @@ def run(args, network_cls, datasets: tuple, *, base: str | None, names: list, im
     elif sources is not None:
         found = sources()
     else:
-        found = utils.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict)
+        found = train_args.genotype_sources(base, names, args.arch, args.genotype, args.no_restrict)
     return [train_genotype(args, label, genotype, network_cls, datasets, image_size=image_size,
                            criterion=criterion, lr_at=lr_at, world=world,
                            run_root=args.out_dir or base or "ckpt", kind=kind, resume=resume, fmt=fmt)

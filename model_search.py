@@ -108,10 +108,11 @@ class Supernet(nn.Module):
                 if isinstance(cell, (Cell, NB201Cell)):
                     batch_statistics_only(cell)
         shape = (len(space.endpoints), space.num_ops)  # (14, 7) in the DARTS space
+        # Made on the CPU, as nn.Module's own parameters are, and moved with the module by `.to()`.
         for t in space.cell_types:
-            setattr(self, f"alphas_{t}", nn.Parameter(1e-3 * torch.randn(shape)))
+            setattr(self, f"alphas_{t}", nn.Parameter(1e-3 * torch.randn(shape, device="cpu")))
         for t in space.cell_types:
-            self.register_buffer(f"keep_{t}", torch.ones(shape, dtype=torch.bool))
+            self.register_buffer(f"keep_{t}", torch.ones(shape, dtype=torch.bool, device="cpu"))
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture logits, one per cell type ([alphas_normal, alphas_reduce] in DARTS)."""
@@ -130,14 +131,30 @@ class Supernet(nn.Module):
         """Mixing weights softmax(alpha) over all ops: (cell types, edges, n_ops)."""
         return torch.stack([F.softmax(a, dim=-1) for a in self.arch_parameters()])
 
+    def host_masks(self) -> tuple[Tensor, ...]:
+        """The keep-masks as CPU tensors. The forward pass and the pruning rules read the masks at
+        every step; on a GPU each read of a device tensor waits for the device's queue, so the copy
+        is made only when a mask has changed since the last (a prune, a checkpoint loaded, s1r's
+        comparison flipping an op): every in-place change raises a tensor's version counter."""
+        masks = self.masks()
+        key = tuple((m, m._version) for m in masks)
+        cached = self.__dict__.get("_host_masks")  # (key, CPU copies, nested lists)
+        if cached is None or any(a is not b or va != vb for (a, va), (b, vb) in zip(cached[0], key)):
+            host = tuple(m.cpu() for m in masks)
+            cached = self.__dict__["_host_masks"] = (key, host, tuple(h.tolist() for h in host))
+        return cached[1]
+
     def _keep_lists(self, keep) -> tuple[list, ...]:
-        return keep or tuple(m.tolist() for m in self.masks())
+        if keep:
+            return keep
+        self.host_masks()
+        return self.__dict__["_host_masks"][2]
 
     def genotype(self, restrict: bool = True, num_kept_max: int = 8):
         """The discrete architecture implied by the masked mixing weights (the space's rule)."""
         with torch.no_grad():
             betas = self.betas().cpu()
-        return self.space.derive(betas, [m.cpu() for m in self.masks()], restrict, num_kept_max)
+        return self.space.derive(betas, list(self.host_masks()), restrict, num_kept_max)
 
 
 class Network(Supernet):

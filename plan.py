@@ -104,6 +104,7 @@ def plan_search(args, build: Callable, step: Callable, repeats: int = REPEATS) -
     search_step)."""
     start = time.perf_counter()
     world = distributed.init(args.gpu, args.dist_timeout)
+    utils.on_device(args, world.device)  # (cuDNN and the loaders as in the run)
     utils.set_seed(0)
     shape, dataset = data_shape(args.dataset, args.data, args.image_size)
     n_weights, n_arch = search_sizes(args, shape)
@@ -206,6 +207,7 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
     engine.train_one_epoch) on a data set of `shape` (batches read from `data`)."""
     start = time.perf_counter()
     world = distributed.init(args.gpu, args.dist_timeout)
+    utils.on_device(args, world.device)  # (cuDNN and the loaders as in the run)
     bs = utils.per_process_batch(args.batch_size, world.world_size)
     n_train = len(split_indices(shape.train, 1.0 - args.val_portion)[0]) if args.val_portion else shape.train
     n_eval = (shape.train - n_train) + (0 if args.no_test else shape.test)

@@ -294,13 +294,18 @@ class Pruner:
         self.num_compare = num_compare
         self.restrict, self.num_kept_min = restrict, num_kept_min
         self.space = model.space
+        self._finished: tuple | None = None  # (the host masks it was worked out on, finished?)
 
     def _unfinished(self, cell: int, mask: Tensor) -> bool:
         return self.space.unfinished(cell, mask, self.restrict, self.num_kept_min)
 
     def finished(self) -> bool:
-        """True once no cell type has an op left to prune."""
-        return not any(self._unfinished(c, m) for c, m in enumerate(self.model.masks()))
+        """True once no cell type has an op left to prune (read on the host copy of the masks, and
+        worked out again only when they changed: --sal_source arch_steps asks at every step)."""
+        masks = self.model.host_masks()
+        if self._finished is None or self._finished[0] is not masks:
+            self._finished = (masks, not any(self._unfinished(c, m) for c, m in enumerate(masks)))
+        return self._finished[1]
 
     def events_left(self) -> int:
         """Prune events still needed until every cell type reaches its end state."""
@@ -309,7 +314,7 @@ class Pruner:
 
     def live_ops(self) -> list[int]:
         """Live ops per cell type ([normal, reduce] in the DARTS cell)."""
-        return [int(m.sum()) for m in self.model.masks()]
+        return [int(m.sum()) for m in self.model.host_masks()]
 
     def saliency(self, batches: Iterable) -> Tensor:
         """Saliency (cell types, edges, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
@@ -365,7 +370,8 @@ class Pruner:
         """
         decisions = []
         n_ops = saliency.size(-1)
-        for cell, mask in enumerate(self.model.masks()):
+        saliency = saliency.detach().cpu()  # (ranked on the host, with the host copy of the masks: one read)
+        for cell, mask in enumerate(self.model.host_masks()):
             if not self._unfinished(cell, mask):
                 continue
             eligible = self.space.eligible(cell, mask, self.restrict)

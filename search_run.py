@@ -140,7 +140,7 @@ def save_state(run: Search, epoch: int, step: int | None) -> None:
     """
     with run.timer("files"):
         # Collectives: every process takes part, rank 0 writes.
-        rng, accumulation = utils.rng_states(), run.pruner.accumulation_state()
+        rng, accumulation = utils.rng_states(run.world.device), run.pruner.accumulation_state()
         if run.world.is_main:
             write_checkpoint(run, epoch, step, rng, accumulation)
 
@@ -258,6 +258,7 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
     sal_bs = utils.per_process_batch(args.sal_batch_size, world.world_size, "--sal_batch_size")
     loader = lambda dataset, bs, k, shuffle=True: make_loader(
         dataset, bs, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
+        pin_memory=world.device.type == "cuda",
         rank=world.rank, world_size=world.world_size)
     parts = build(args, world, data.num_classes, utils.memory_format(args.channels_last, world.device))
     if world.is_main and not args.resume:

@@ -162,8 +162,9 @@ def has_redundant_op(keep: Tensor, steps: int, restrict: bool, num_kept_min: int
     cell has more than `num_kept_min` live ops (unrestricted)."""
     if not restrict:
         return int(keep.sum()) > num_kept_min
-    dst = torch.tensor([d for _, d in edge_endpoints(steps)])
-    per_node = torch.zeros(steps + 2, dtype=torch.long).index_add_(0, dst, keep.sum(1).long())
+    dst = torch.tensor([d for _, d in edge_endpoints(steps)], device=keep.device)  # (edges,)
+    per_node = torch.zeros(steps + 2, dtype=torch.long, device=keep.device)  # (nodes,)
+    per_node.index_add_(0, dst, keep.sum(1).long())
     return bool((per_node[2:] > 2).any())
 
 
@@ -182,7 +183,7 @@ def derive_cell(weights: Tensor, keep: Tensor, steps: int, primitives: list, res
     first op other than `none` although that op was pruned.
     """
     names = [primitives] * len(keep) if isinstance(primitives[0], str) else primitives
-    is_none = torch.tensor([[op == "none" for op in edge] for edge in names])
+    is_none = torch.tensor([[op == "none" for op in edge] for edge in names], device=keep.device)
     usable = keep & ~is_none
     if none_counts:  # as the authors' derivation: beta * mask, none left out of the ranking
         weights = (weights * keep).masked_fill(is_none, -1.0)
@@ -289,8 +290,8 @@ class DartsCellSpace(SearchSpace):
             raise ValueError(f"--none_rule count: search space {name} has no 'none' op")
         self.none_counts = none_rule == "count"
         # Ops that carry a signal for the restricted rule: all but none (under the authors' rule, all).
-        self.connects = [torch.tensor([[self.none_counts or op != "none" for op in edge] for edge in ops])
-                         for ops in (normal, reduce)]
+        self.connects = [torch.tensor([[self.none_counts or op != "none" for op in edge] for edge in ops],
+                                      device="cpu") for ops in (normal, reduce)]
 
     @property
     def has_none(self) -> bool:

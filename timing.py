@@ -65,23 +65,37 @@ def available_mb() -> float | None:
     return _proc_mb("/proc/meminfo", "MemAvailable")
 
 
+SAMPLE_EVERY = 20  # a training step in 20 synchronises its phases on a GPU (PhaseTimer)
+
+
 class PhaseTimer:
     """Wall seconds and peak memory per phase: `with timer("weight"): ...` adds the block's time
     to its phase and raises the phase's peak to the block's.
 
-    On CUDA the block ends with a synchronize, so asynchronous kernels are charged to the phase
-    that launched them. Phases must not nest. `total` and `peak` survive a resume through
+    On CUDA a block ends with a synchronize of the device, so asynchronous kernels are charged to
+    the phase that launched them. The phases of a training step (`stepwise`) synchronise on one
+    step in `every` only (`tick()` ends a step): a step's own host read drains the queue anyway,
+    and each synchronize more stalls the GPU. The time of the other steps is then split among
+    those phases in the shares measured on the synchronised ones (`fold`), so the phases still add
+    up to the wall time. Phases must not nest. `total` and `peak` survive a resume through
     `state_dict`.
     """
 
-    def __init__(self, device: torch.device | None = None):
+    def __init__(self, device: torch.device | None = None, every: int = 1,
+                 stepwise: tuple[str, ...] = ("data", "arch", "weight")):
         self.total: dict[str, float] = {}
         self.mark: dict[str, float] = {}  # `total` when the last `lap` was taken
         self.peak: dict[str, float] = {}  # MB, over the whole run
         self.peak_reserved: dict[str, float] = {}  # MB, CUDA only
         self.lap_peak: dict[str, float] = {}  # MB, since the last `lap`
         self.memory = PeakMemory(device)
-        self._cuda = device is not None and device.type == "cuda"
+        cuda = device is not None and device.type == "cuda"
+        # (None: nothing to wait for; tests give a counter)
+        self.synchronize = (lambda: torch.cuda.synchronize(device)) if cuda else None
+        self.every, self.stepwise = every, set(stepwise)
+        self.sampled, self._steps = True, 0  # whether this step's phases synchronise
+        self._exact: dict[str, float] = {}  # seconds of the stepwise phases on synchronised steps
+        self._loose: dict[str, float] = {}  # ... on the others, not yet folded into `total`
         self.current: str | None = None  # the phase running (or the one an error left)
 
     @contextmanager
@@ -89,21 +103,43 @@ class PhaseTimer:
         start = time.perf_counter()
         self.memory.reset()
         self.current = phase
+        loose = self.synchronize is not None and not self.sampled and phase in self.stepwise
         try:
             yield
             self.current = None
         finally:
-            if self._cuda:
-                torch.cuda.synchronize()
-            self.total[phase] = self.total.get(phase, 0.0) + time.perf_counter() - start
+            if self.synchronize is not None and not loose:
+                self.synchronize()
+            seconds = time.perf_counter() - start
+            into = self._loose if loose else self.total
+            into[phase] = into.get(phase, 0.0) + seconds
+            if not loose and phase in self.stepwise:
+                self._exact[phase] = self._exact.get(phase, 0.0) + seconds
             used, reserved = self.memory.peak()
             for peaks, value in ((self.peak, used), (self.lap_peak, used), (self.peak_reserved, reserved)):
                 if value is not None:
                     peaks[phase] = max(peaks.get(phase, 0.0), value)
 
+    def tick(self) -> None:
+        """A training step ended: the next one synchronises its phases if it is one in `every`."""
+        self._steps += 1
+        self.sampled = self._steps % self.every == 0
+
+    def fold(self) -> None:
+        """Charge the unsynchronised steps' seconds to the stepwise phases, in the shares the
+        synchronised steps measured (as they fell, before any was measured)."""
+        loose, self._loose = self._loose, {}
+        measured = sum(self._exact.values())
+        if measured and loose:
+            spread = sum(loose.values())
+            loose = {phase: spread * seconds / measured for phase, seconds in self._exact.items()}
+        for phase, seconds in loose.items():
+            self.total[phase] = self.total.get(phase, 0.0) + seconds
+
     def lap(self) -> dict[str, float]:
         """Seconds per phase since the last lap (or the start), e.g. an epoch's; phases that took
         no time in it are left out."""
+        self.fold()
         seconds = {k: v - self.mark.get(k, 0.0) for k, v in self.total.items() if v != self.mark.get(k, 0.0)}
         self.mark = dict(self.total)
         return seconds
@@ -132,6 +168,7 @@ class PhaseTimer:
             yield item
 
     def state_dict(self) -> dict:
+        self.fold()
         return {"total": dict(self.total), "mark": dict(self.mark), "peak": dict(self.peak),
                 "peak_reserved": dict(self.peak_reserved)}
 

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Flags of train.py (DARTS defaults)."""
     p = utils.ArgumentParser(description=__doc__)
     add_common_args(p, epochs=600, batch_size=96, learning_rate=0.025, weight_decay=3e-4, drop_path_prob=0.2,
-                    init_channels=36, layers=20, report_freq=50, workers=0)
+                    init_channels=36, layers=20, report_freq=50, workers=None)
     add_genotype_args(p, "--base_dir", "--genotype_names", "+")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")

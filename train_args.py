@@ -9,7 +9,9 @@ import torch
 import distributed
 import divergence
 import plan
+import rundir
 import utils
+from genotypes import is_restricted, load_genotype
 
 
 def add_genotype_args(p: argparse.ArgumentParser, base_flag: str, names_flag: str, nargs) -> None:
@@ -52,7 +54,8 @@ def add_common_args(p: argparse.ArgumentParser, auxiliary: bool = True, **defaul
     g.add_argument("--seed", type=int, default=0, help="random seed (-1 draws one)")
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (the CPU is used when CUDA is absent)")
     g.add_argument("--report_freq", type=int, default=defaults["report_freq"], help="log every N steps")
-    g.add_argument("--workers", type=int, default=defaults["workers"], help="data loader worker processes")
+    workers_help = utils.WORKERS_HELP if defaults["workers"] is None else "data loader worker processes"
+    g.add_argument("--workers", type=int, default=defaults["workers"], help=workers_help)
     g.add_argument("--val_portion", type=float, default=0.0, help="hold out this share of the training set to choose epochs/genotypes on (0 = off, as in the paper)")
     g.add_argument("--no_test", action="store_true", help="never open the test split (model selection with --val_portion; results.json then holds validation figures only)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
@@ -87,3 +90,24 @@ def check_auxiliary(args, image_size: int, expected: int) -> None:
     if args.auxiliary and args.mode == "train" and image_size != expected:
         raise utils.UserError(f"the auxiliary head needs {expected}x{expected} images, these are "
                               f"{image_size}x{image_size}: give --no_auxiliary (or --image_size {expected})")
+
+
+def genotype_sources(base_dir: str | None, names: list, arch: str | None,
+                     genotype_path: str | None, no_restrict: bool) -> list[tuple[str, object]]:
+    """[(source label, genotype)] from `--arch`, `--genotype` or `--base_dir` + epoch names,
+    checked against `--no_restrict` (a restricted genotype cannot be trained as unrestricted;
+    an unrestricted one is recognised by its 3-element genes without the flag)."""
+    given = [x is not None for x in (base_dir, arch, genotype_path)]
+    if sum(given) != 1:
+        raise utils.UserError("give exactly one genotype source: --base_dir, --arch or --genotype")
+    if base_dir is not None:
+        sources = [(str(path), genotype) for genotype, path in
+                   (rundir.load_genotype_of(base_dir, name) for name in names)]
+    else:
+        spec = arch if arch is not None else genotype_path
+        sources = [(spec, load_genotype(spec))]
+    for label, genotype in sources:
+        if no_restrict and is_restricted(genotype):
+            raise utils.UserError(f"{label}: --no_restrict was given but this is a restricted (DARTS) "
+                                  "genotype with 2-element genes; drop --no_restrict")
+    return sources

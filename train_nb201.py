@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Flags of train_nb201.py (NAS-Bench-201's training protocol as defaults)."""
     p = utils.ArgumentParser(description=__doc__)
     add_common_args(p, auxiliary=False, epochs=200, batch_size=256, learning_rate=0.1, weight_decay=5e-4,
-                    drop_path_prob=0.0, init_channels=16, layers=5, report_freq=50, workers=0, nesterov=True,
+                    drop_path_prob=0.0, init_channels=16, layers=5, report_freq=50, workers=None, nesterov=True,
                     layers_help="cells per stage (three stages, joined by residual reduction blocks)")
     g = p.add_argument_group("architecture")
     g.add_argument("--arch_str", default=None, help="the cell as the benchmark writes it: '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder only)")
     g.add_argument("--subset", type=int, default=None, help="test/debug: use only N training images (the first N; a fixed random N for --dataset folder)")
-    g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    g.add_argument("--workers", type=int, default=None, help=utils.WORKERS_HELP)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"search epochs (default: {recipe_defaults('epochs')})")
     g.add_argument("--learning_rate", type=float, default=0.025, help="initial (peak) weight learning rate")
@@ -221,35 +221,44 @@ def search_step(run: search_run.SearchParts, x, y, x_val, y_val, lr: float, mete
     """One iteration of the search: an architecture step on the validation batch (adding its s1 to
     the pruner's window under --sal_source arch_steps) and a weight step on the training batch,
     in the order of --step_order (the DARTS-space code: architecture first; NAS-Bench-201's:
-    weights first)."""
-    args, optimizer, timer = run.args, run.optimizer, run.timer
+    weights first). The step's loss, top-1 and non-finite checks reach the host in one read at
+    its end, which adds them to `meters`."""
+    args, watch = run.args, run.divergence
     accumulate = args.sal_source == "arch_steps" and not run.pruner.finished()
 
     def arch_step():
-        with timer("arch"):
-            saved = run.divergence.snapshot(run.model)
+        saved = watch.snapshot(run.model)
 
-            def accept() -> bool:  # (the gradient averaged over processes, before Adam's step)
-                grad = torch.cat([a.grad.reshape(-1) for a in run.model.arch_parameters()])
-                return run.divergence.ok("the alphas' gradient", grad, where, "architecture step", run.model, saved)
+        def accept() -> bool:  # (the gradient averaged over processes, before Adam's step)
+            grad = torch.cat([a.grad.reshape(-1) for a in run.model.arch_parameters()])
+            return watch.ok("the alphas' gradient", grad, where, "architecture step", run.model, saved)
 
-            found = run.architect.step(x_val, y_val, x, y, lr, optimizer, beta_grad=accumulate, accept=accept)
-            alpha = torch.cat([a.reshape(-1) for a in run.model.arch_parameters()])
-            run.divergence.check("alpha", alpha, f"{where}, architecture step")
-            if accumulate and found is not None:  # this step's s1, from the gradient the step computed anyway
-                run.pruner.accumulate(*found)
+        found = run.architect.step(x_val, y_val, x, y, lr, run.optimizer, beta_grad=accumulate, accept=accept)
+        alpha = torch.cat([a.reshape(-1) for a in run.model.arch_parameters()])
+        watch.defer("alpha", alpha, f"{where}, architecture step")
+        if accumulate and found is not None:  # this step's s1, from the gradient the step computed anyway
+            run.pruner.accumulate(*found)
 
-    if args.step_order == "arch_first":
-        arch_step()
-    with timer("weight"):
-        weight_step(run, x, y, meters, where)
-    if args.step_order == "weight_first":
-        arch_step()
+    order = ("arch", "weight") if args.step_order == "arch_first" else ("weight", "arch")
+    figures = ()
+    for phase in order:
+        with run.timer(phase):
+            if phase == "arch":
+                arch_step()
+            else:
+                figures = weight_step(run, x, y, where)
+            if phase == order[-1]:  # the step's one host read (in its last phase)
+                values = watch.settle(*figures)
+    if figures:
+        loss_m, top1_m = meters
+        loss_m.update(values[0], y.size(0))
+        top1_m.update(values[1] * 100.0, y.size(0))
 
 
-def weight_step(run: search_run.SearchParts, x, y, meters: list, where: str) -> None:
+def weight_step(run: search_run.SearchParts, x, y, where: str) -> tuple[torch.Tensor, ...]:
     """SGD on the supernet's weights with the training batch (gradient-norm clip); a step whose
-    gradient is non-finite stops the search or, under --nan_policy skip, changes nothing."""
+    gradient is non-finite stops the search or, under --nan_policy skip, changes nothing. Returns
+    the batch's loss and top-1 share, on the device (nothing when the step was skipped)."""
     args, optimizer, watch = run.args, run.optimizer, run.divergence
     saved = watch.snapshot(run.model)
     optimizer.zero_grad(set_to_none=True)
@@ -261,11 +270,9 @@ def weight_step(run: search_run.SearchParts, x, y, meters: list, where: str) -> 
     norm = nn.utils.clip_grad_norm_(run.model.weight_parameters(), args.grad_clip)
     if not watch.ok("the weights' gradient", norm, where, "weight step", run.model, saved):
         optimizer.zero_grad(set_to_none=True)
-        return
+        return ()
     optimizer.step()
-    loss_m, top1_m = meters
-    loss_m.update(loss.item(), y.size(0))
-    top1_m.update(utils.accuracy(logits, y)[0], y.size(0))
+    return loss.detach(), utils.hits(logits.detach(), y)[0]
 
 
 def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dict:
@@ -282,6 +289,7 @@ def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dic
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x_val, y_val = (t.to(device, non_blocking=True) for t in next(run.valid_iter))
         search_step(run, x, y, x_val, y_val, lr, run.meters, f"epoch {epoch}, step {step}")
+        timer.tick()
         rate.update(y.size(0) * run.world.world_size)
         if step % args.report_freq == 0:
             log.info("train %03d %e %f  %s", step, loss_m.avg, top1_m.avg,
@@ -295,7 +303,7 @@ def search_one_epoch(run: search_run.Search, epoch: int, first_step: int) -> dic
             if pruned:
                 search_run.save_state(run, epoch, step)
             rate.exclude(time.perf_counter() - start)  # the step rate is that of the steps alone
-    return utils.pooled_averages({"loss": loss_m, "top1": top1_m})
+    return utils.pooled_averages({"loss": loss_m, "top1": top1_m}, device)
 
 
 def build(args, world: distributed.World, num_classes: int,
@@ -306,7 +314,7 @@ def build(args, world: distributed.World, num_classes: int,
                      args.layers, track_running_stats=bool(args.track_running_stats))
     model = model.to(world.device, memory_format=memory_format)
     # Pruned ops take no part in the forward pass, hence find_unused_parameters.
-    ddp = distributed.wrap(model, world, find_unused_parameters=True)
+    ddp = distributed.wrap(model, world, find_unused_parameters=True, replicated=model.masks())
     optimizer = torch.optim.SGD(model.weight_parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.nesterov)
     architect = Architect(model, lr=args.arch_learning_rate, weight_decay=args.arch_weight_decay,
@@ -317,7 +325,8 @@ def build(args, world: distributed.World, num_classes: int,
                     num_compare=args.num_compare, restrict=not args.no_restrict, num_kept_min=args.num_kept_min,
                     source=args.sal_source, amp=args.amp)
     return search_run.SearchParts(args=args, model=model, ddp=ddp, optimizer=optimizer, architect=architect,
-                                  pruner=pruner, timer=timing.PhaseTimer(world.device),
+                                  pruner=pruner,
+                                  timer=timing.PhaseTimer(world.device, every=timing.SAMPLE_EVERY),
                                   divergence=divergence.Divergence(args.nan_policy, args.nan_patience, "the search",
                                                                    "a lower --learning_rate or --arch_learning_rate "
                                                                    "may help"))
@@ -337,8 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.plan:  # the projected time and memory, without a run
         return plan.plan_search(args, build, search_step)
     world = distributed.init(args.gpu, args.dist_timeout)
+    utils.on_device(args, world.device)
     args.seed = utils.resolve_seed(args.seed)
-    utils.set_determinism(args.deterministic)
     run = search_run.setup(args, world, build)
     first_epoch, first_step = search_run.resume(run, run.state) if args.resume else (0, 0)
     if first_epoch >= args.epochs:  # finished: with its results, or stopped before writing them (a full disk)

@@ -31,8 +31,8 @@ logger = logging.getLogger("fpdarts")
 
 def run_cli(main, argv: list[str] | None = None):
     """Call a script's `main`: user errors (bad flags, genotypes, missing data sets, a full disk) and
-    the stops of stops.py (out of memory, a lost process, SIGTERM) become one line on stderr (exit
-    code 2; 3, 4, 143); the torchrun process group is left always."""
+    the stops of stops.py (out of memory, a lost process, SIGTERM, Ctrl-C) become one line on stderr (exit
+    code 2; 3, 4, 130, 143); the torchrun process group is left always."""
     from data import DatasetMissing
     from genotypes import GenotypeError
 
@@ -95,6 +95,17 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+WORKERS_HELP = "data loader worker processes (default: 2 on CUDA, as the authors' code, to keep the GPU fed; 0 on a CPU)"
+
+
+def on_device(args: argparse.Namespace, device: torch.device) -> None:
+    """What a run (or its `--plan`) settles once its device is known: cuDNN as --deterministic asks,
+    and --workers where it was left to its default (None: 2 on CUDA, 0 on a CPU)."""
+    set_determinism(args.deterministic)
+    if args.workers is None:
+        args.workers = 2 if device.type == "cuda" else 0
+
+
 def set_determinism(deterministic: bool) -> None:
     """--deterministic: PyTorch's deterministic algorithms and cuDNN settings (bit-identical CPU
     runs, GPU runs as deterministic as PyTorch allows); otherwise let cuDNN pick fast kernels."""
@@ -107,33 +118,35 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-def rng_state() -> dict:
-    """The states of every random generator a run draws from (Python, NumPy, torch, CUDA)."""
+def rng_state(device: torch.device) -> dict:
+    """The states of every random generator a process draws from (Python, NumPy, torch, and the
+    CUDA generator of its own GPU `device`: the one it draws drop-path and dropout masks from)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` saved."""
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what `rng_state` saved; the CUDA state goes to this process's GPU `device` (whichever
+    index the writer's was: a resume may see other GPUs, or none)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def rng_states() -> list[dict]:
-    """`rng_state()` of every process, in rank order (what checkpoints hold)."""
-    return distributed.gather(rng_state())
+def rng_states(device: torch.device) -> list[dict]:
+    """`rng_state(device)` of every process, in rank order (what checkpoints hold)."""
+    return distributed.gather(rng_state(device))
 
 
 def restore_rng(states: list[dict], world: distributed.World, seed: int) -> None:
     """Restore this process's random states from a checkpoint's `rng_states()`. A run resumed on
     another number of processes cannot continue their streams: each process is seeded afresh."""
     if len(states) == world.world_size:
-        set_rng_state(states[world.rank])
+        set_rng_state(states[world.rank], world.device)
     else:
         logger.info("resumed on %d processes instead of %d: random streams seeded afresh",
                     world.world_size, len(states))
@@ -191,12 +204,20 @@ class AverageMeter:
         return self.sum / max(self.count, 1)
 
 
-def pooled_averages(meters: dict[str, AverageMeter]) -> dict[str, float]:
-    """{name: average} of `meters` over every process (torchrun), in one all-reduce; the meters
-    themselves are left as they are (this process's, as checkpoints hold them)."""
-    totals = torch.tensor([[m.sum, float(m.count)] for m in meters.values()], dtype=torch.float64)
+def pooled_averages(meters: dict[str, AverageMeter], device: torch.device) -> dict[str, float]:
+    """{name: average} of `meters` over every process (torchrun), in one all-reduce on `device`,
+    the collective's (NCCL takes CUDA tensors only); the meters themselves are left as they are
+    (this process's, as checkpoints hold them)."""
+    totals = torch.tensor([[m.sum, float(m.count)] for m in meters.values()], dtype=torch.float64, device=device)
+    return pooled_totals(list(meters), totals)
+
+
+def pooled_totals(names: list[str], totals: torch.Tensor) -> dict[str, float]:
+    """{name: sum / count} of `totals` (one row (sum, count) per name, float64 on the collective's
+    device) summed over every process, read on the host at once."""
     distributed.all_reduce_sum(totals)
-    return {name: (s / c.clamp(min=1)).item() for name, (s, c) in zip(meters, totals)}
+    averages = totals[:, 0] / totals[:, 1].clamp(min=1)
+    return dict(zip(names, averages.tolist()))
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -204,29 +225,36 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
-    """Top-k accuracies in percent."""
+def hits(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[torch.Tensor]:
+    """Top-k accuracies as shares in [0, 1], float32 tensors on the device (no host read)."""
     maxk = min(max(topk), output.size(1))
     pred = output.topk(maxk, 1).indices  # (N, maxk)
     correct = pred.eq(target.view(-1, 1))
-    return [correct[:, : min(k, maxk)].any(1).float().mean().item() * 100.0 for k in topk]
+    return [correct[:, : min(k, maxk)].any(1).float().mean() for k in topk]
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
+    """Top-k accuracies in percent (one host read)."""
+    return [share * 100.0 for share in torch.stack(hits(output, target, topk)).tolist()]
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion, device: torch.device) -> dict:
-    """Eval-mode loss, top-1 and top-5 (percent) over `loader`, pooled over processes."""
+    """Eval-mode loss, top-1 and top-5 (percent) over `loader`, pooled over processes. The sums
+    stay on the device (float64, the arithmetic of AverageMeter's Python floats): one host read
+    for the whole pass."""
     model.eval()
-    loss, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    totals = torch.zeros(3, 2, dtype=torch.float64, device=device)  # (loss, top1, top5) x (sum, count)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         logits = logits[0] if isinstance(logits, tuple) else logits
-        acc1, acc5 = accuracy(logits, y, (1, 5))
+        acc1, acc5 = hits(logits, y, (1, 5))
         n = y.size(0)
-        loss.update(criterion(logits, y).item(), n)
-        top1.update(acc1, n)
-        top5.update(acc5, n)
-    return pooled_averages({"loss": loss, "top1": top1, "top5": top5})
+        values = torch.stack([criterion(logits, y).double(), acc1.double() * 100.0, acc5.double() * 100.0])
+        totals[:, 0] += values * n
+        totals[:, 1] += n
+    return pooled_totals(["loss", "top1", "top5"], totals)
 
 
 class Stream:
@@ -350,28 +378,3 @@ def count_multadds_in_M(model: nn.Module, image_size: int, channels: int = 3) ->
         model(torch.zeros(1, channels, image_size, image_size, device=device))
     model.train(was_training)
     return counter.get_total_flops() / 2 / 1e6
-
-
-# ---------------------------------------------------------------- genotypes for the training scripts
-
-def genotype_sources(base_dir: str | None, names: list, arch: str | None,
-                     genotype_path: str | None, no_restrict: bool) -> list[tuple[str, object]]:
-    """[(source label, genotype)] from `--arch`, `--genotype` or `--base_dir` + epoch names,
-    checked against `--no_restrict` (a restricted genotype cannot be trained as unrestricted;
-    an unrestricted one is recognised by its 3-element genes without the flag)."""
-    from genotypes import is_restricted, load_genotype
-
-    given = [x is not None for x in (base_dir, arch, genotype_path)]
-    if sum(given) != 1:
-        raise UserError("give exactly one genotype source: --base_dir, --arch or --genotype")
-    if base_dir is not None:
-        sources = [(str(path), genotype) for genotype, path in
-                   (rundir.load_genotype_of(base_dir, name) for name in names)]
-    else:
-        spec = arch if arch is not None else genotype_path
-        sources = [(spec, load_genotype(spec))]
-    for label, genotype in sources:
-        if no_restrict and is_restricted(genotype):
-            raise UserError(f"{label}: --no_restrict was given but this is a restricted (DARTS) "
-                            "genotype with 2-element genes; drop --no_restrict")
-    return sources

@@ -37,6 +37,7 @@ def worker(args: argparse.Namespace) -> None:
     """One process of a torchrun job: time `--steps` training steps (after one warm-up epoch of
     `--warmup_steps`) and, on rank 0, print images per second as JSON."""
     world = distributed.init()
+    utils.set_determinism(False)  # (cuDNN's autotuner on, as in the runs)
     torch.manual_seed(0)
     model = NetworkCIFAR(args.init_channels, 10, args.layers, True, DARTS_V2).to(world.device)
     ddp = distributed.wrap(model, world)
@@ -44,8 +45,8 @@ def worker(args: argparse.Namespace) -> None:
     optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
 
     def epoch(steps: int) -> float:
-        images = torch.randn(steps * args.batch_size, 3, 32, 32)
-        data = torch.utils.data.TensorDataset(images, torch.randint(0, 10, (len(images),)))
+        images = torch.randn(steps * args.batch_size, 3, 32, 32, device="cpu")
+        data = torch.utils.data.TensorDataset(images, torch.randint(0, 10, (len(images),), device="cpu"))
         loader = make_loader(data, batch, shuffle=True, rank=world.rank, world_size=world.world_size)
         if world.device.type == "cuda":
             torch.cuda.synchronize()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import distributed  # noqa: E402
 import saliency as S  # noqa: E402
+import utils  # noqa: E402
 from architect import Architect  # noqa: E402
 from model_search import Network  # noqa: E402
 
@@ -73,6 +74,7 @@ def measure(config: str, what: str, channels_last: bool, repeats: int, rows: int
     """One measurement, in this process."""
     cfg = CONFIGS[config]
     device = distributed.init().device
+    utils.set_determinism(False)  # (cuDNN's autotuner on, as in the runs)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = Network(cfg["C"], 10, cfg["layers"]).to(device, memory_format=fmt)

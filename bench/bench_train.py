@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps (median)")
     args = p.parse_args()
     device = distributed.init().device
+    utils.set_determinism(False)  # (cuDNN's autotuner on, as in the runs)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for network in args.networks.split(","):
         batch = 96 if network == "cifar" else (128 if device.type == "cuda" else 32)

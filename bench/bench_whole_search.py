@@ -38,6 +38,7 @@ import costs  # noqa: E402
 import distributed  # noqa: E402
 import rundir  # noqa: E402
 import train_search  # noqa: E402
+import utils  # noqa: E402
 from costs import Method  # noqa: E402
 from saliency import PruneSchedule  # noqa: E402
 
@@ -148,6 +149,7 @@ def main() -> None:
         if name not in METHODS:
             p.error(f"--check: unknown method {name!r}; choose from {', '.join(METHODS)}")
     device = distributed.init().device
+    utils.set_determinism(False)  # (cuDNN's autotuner on, as in the runs)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
     report: dict = {"device": str(device), "reduced": {}, "configs": {}}
 

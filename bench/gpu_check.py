@@ -13,8 +13,16 @@ section, so a run cut short keeps what it measured).
   planned first (`--plan`): projected seconds and peak memory against the runs' own;
 - plan: the plans of a default-size search (CIFAR-10, s1) and DARTS_V2 retrain (600 epochs), and
   how long planning took;
-- torchrun: a 1-process torchrun run (NCCL on CUDA, gloo on a CPU): a collective, then a tiny search.
+- torchrun: a 1-process torchrun run (NCCL on CUDA, gloo on a CPU): a collective, then a tiny search;
+- prune: the pruner's events on this device to the end state (`finished()`) and the genotype: the
+  restricted DARTS cell, --no_restrict, S3, NAS-Bench-201, s2, s1r and bf16, each a PASS/FAIL case;
+- resume: a tiny digits search stopped by SIGTERM after its first epoch, resumed with --resume; it
+  passes when it finishes with the genotype of the same search run uninterrupted;
+- torchrun_2gpu: with 2 GPUs, a 2-process NCCL torchrun search (prune events, evaluations) and a
+  1-epoch retraining of its cell.
 
+The timed sections run with cuDNN as the runs set it (`utils.set_determinism(False)`: benchmark on).
+It ends with a PASS/FAIL table on stderr (section, case, status, seconds) before the JSON line.
 On a CPU it runs too and lists in "skipped" what it left out (bf16 timings, NCCL, ImageNet at 128).
 
     bash bench/gpu_check.sh                # the whole check (under 8 minutes on one GPU)
@@ -25,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,19 +51,15 @@ import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
+from bench import gpu_check_sections as sections  # noqa: E402
 from bench.bench_sal_source import RETRAIN  # noqa: E402
 from bench.bench_search import darts_cell_mask, timed  # noqa: E402
 from bench.bench_train import images_per_second  # noqa: E402
+from bench.gpu_check_sections import TINY_SEARCH, TINY_TRAIN, run_script  # noqa: E402
 
 DIGITS_SEARCH = ["--dataset", "digits", "--subset", "600", "--batch_size", "64", "--init_channels", "8",
                  "--layers", "3", "--steps", "3", "--epochs", "16", "--warmup", "2", "--prune_interval", "1",
                  "--no_summary"]
-# 1-node cells (14 -> 2 ops per cell: 12 events), an event every step, 2 steps per epoch.
-TINY_SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4",
-               "--layers", "3", "--steps", "1", "--epochs", "8", "--warmup", "1", "--prune_interval", "1",
-               "--no_summary"]
-TINY_TRAIN = ["--dataset", "digits", "--no_auxiliary", "--no_cutout", "--epochs", "1", "--batch_size", "64",
-              "--init_channels", "4", "--layers", "2", "--report_freq", "1000"]
 
 
 def search_iteration(device, quick: bool, skipped: list) -> dict:
@@ -90,7 +93,8 @@ def search_iteration(device, quick: bool, skipped: list) -> dict:
 def s2_hessian(device, quick: bool, skipped: list) -> dict:
     """Hessian rows of an s2 batch (32 images): batched against the loop, and bf16 against float32."""
     C, layers, size, rows, batch, steps = (4, 3, 8, 2, 8, 2) if quick else (16, 8, 32, 16, 32, 4)
-    args = train_search.parse_args(["--init_channels", str(C), "--layers", str(layers), "--steps", str(steps)])
+    args = train_search.parse_args(["--init_channels", str(C), "--layers", str(layers),
+                                    "--steps", str(steps)])
     torch.manual_seed(0)
     model = train_search.build(args, distributed.World(device=device), 10).model
     x, y = torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device)
@@ -101,7 +105,8 @@ def s2_hessian(device, quick: bool, skipped: list) -> dict:
         with utils.autocast(device, amp):
             return F.cross_entropy(model(x, betas=b).float(), y)
     with S.explicit_batchnorm(model):
-        batched = timed(lambda: S.hessian_diagonal(loss_fn, betas, index, chunk=rows), 1, device, warmup=not quick)
+        batched = timed(lambda: S.hessian_diagonal(loss_fn, betas, index, chunk=rows), 1, device,
+                        warmup=not quick)
         h32 = S.hessian_diagonal(loss_fn, betas, index, chunk=rows)
         h16 = S.hessian_diagonal(lambda b: loss_fn(b, amp=True), betas, index, chunk=rows)
     loop = timed(lambda: S.hessian_diagonal_loop(loss_fn, betas, index), 1, device, warmup=not quick)
@@ -117,7 +122,8 @@ def train_step(device, quick: bool, skipped: list) -> dict:
     out = {}
     cuda = device.type == "cuda"
     if not cuda and not quick:
-        skipped.append("train_step imagenet batch 128 and AMP: CUDA only (bench/bench_train.py times the CPU)")
+        skipped.append("train_step imagenet batch 128 and AMP: CUDA only "
+                       "(bench/bench_train.py times the CPU)")
     for network in ("cifar", "imagenet"):
         batch = 96 if network == "cifar" else 128
         if quick:
@@ -130,19 +136,11 @@ def train_step(device, quick: bool, skipped: list) -> dict:
             sizes = dict(batch=batch)
         for amp in (False, True) if cuda or quick else (False,):
             for channels_last in (False, True):
-                key = f"{network}_b{sizes['batch']}_{'bf16' if amp else 'fp32'}{'_channels_last' if channels_last else ''}"
+                key = (f"{network}_b{sizes['batch']}_{'bf16' if amp else 'fp32'}"
+                       f"{'_channels_last' if channels_last else ''}")
                 out[key] = images_per_second(network, steps=1 if quick else 5, channels_last=channels_last,
                                              amp=amp, device=device, **sizes)
     return out
-
-
-def run_script(script: str, *args, env=None) -> None:
-    """Run one of the project's scripts; a failure raises with its last line of output."""
-    done = subprocess.run([sys.executable, *script.split(), *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise RuntimeError(f"{script} exited {done.returncode}: {lines[-1] if lines else ''}")
 
 
 def planned(script: str, flags: list, folder: str) -> dict:
@@ -160,7 +158,8 @@ def against(plan: dict, results: dict) -> dict:
     return {"projected_seconds": plan["total_seconds"], "accounted_seconds": accounted,
             "time_ratio": plan["total_seconds"] / accounted, "projected_peak_MB": plan["peak_MB"],
             "measured_peak_MB": results["memory"]["max_MB"],
-            "memory_ratio": plan["peak_MB"] / results["memory"]["max_MB"], "planning_seconds": plan["planning_seconds"]}
+            "memory_ratio": plan["peak_MB"] / results["memory"]["max_MB"],
+            "planning_seconds": plan["planning_seconds"]}
 
 
 def digits(device, quick: bool, skipped: list) -> dict:
@@ -173,6 +172,7 @@ def digits(device, quick: bool, skipped: list) -> dict:
         run_script("train_search.py", *search_flags)
         (search,) = Path(out).iterdir()
         found = json.loads((search / rundir.RESULTS).read_text())
+        events = sections.prune_events(search)  # (train_search.prune_event's path)
         searched = time.perf_counter() - start
         train_flags = ["--base_dir", search, *(TINY_TRAIN if quick else RETRAIN)]
         train_plan = planned("train.py", train_flags, plans)
@@ -181,7 +181,7 @@ def digits(device, quick: bool, skipped: list) -> dict:
         (evaluation,) = rundir.find(search, rundir.EVAL)
         trained = json.loads((evaluation / rundir.RESULTS).read_text())
     return {"search_seconds": searched, "train_seconds": time.perf_counter() - start,
-            "device": found["device"], "pruning_finished": found["pruning_finished"],
+            "device": found["device"], "prune_events": events, "pruning_finished": found["pruning_finished"],
             "genotype": found["genotype"], "test_top1": trained["final_test_top1"],
             "plan_vs_run": {"search": against(search_plan, found), "retrain": against(train_plan, trained)}}
 
@@ -189,12 +189,13 @@ def digits(device, quick: bool, skipped: list) -> dict:
 def plan(device, quick: bool, skipped: list) -> dict:
     """The plans of a default-size search and retrain (nothing is run, no data set is read)."""
     search = ["--init_channels", "4", "--layers", "3", "--batch_size", "16"] if quick else []
-    retrain = ["--init_channels", "4", "--layers", "3", "--batch_size", "16", "--no_auxiliary"] if quick else []
+    retrain = [*search, "--no_auxiliary"] if quick else []
     keep = ("total_seconds", "peak_MB", "capacity_MB", "fits", "phases", "planning_seconds")
     with tempfile.TemporaryDirectory() as plans:
         return {name: {k: v for k, v in planned(script, flags, plans).items() if k in keep}
-                for name, script, flags in (("search_s1_cifar10", "train_search.py", search),
-                                            ("retrain_darts_v2_cifar10", "train.py", ["--arch", "DARTS_V2", *retrain]))}
+                for name, script, flags in (
+                    ("search_s1_cifar10", "train_search.py", search),
+                    ("retrain_darts_v2_cifar10", "train.py", ["--arch", "DARTS_V2", *retrain]))}
 
 
 def torchrun(device, quick: bool, skipped: list) -> dict:
@@ -203,8 +204,8 @@ def torchrun(device, quick: bool, skipped: list) -> dict:
         skipped.append("torchrun NCCL: no CUDA here, gloo instead")
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_script("-m torch.distributed.run --standalone --nproc_per_node 1 bench/gpu_check.py --torchrun_probe",
-                   out)
+        run_script("-m torch.distributed.run --standalone --nproc_per_node 1 bench/gpu_check.py "
+                   "--torchrun_probe", out)
         probe = json.loads((Path(out) / "probe.json").read_text())
     return {**probe, "seconds": time.perf_counter() - start}
 
@@ -228,39 +229,48 @@ def torchrun_probe(out: str) -> None:
 
 
 SECTIONS = {"search_iteration": search_iteration, "s2_hessian": s2_hessian, "train_step": train_step,
-            "digits": digits, "plan": plan, "torchrun": torchrun}
+            "digits": digits, "plan": plan, "torchrun": torchrun, "prune": sections.prune,
+            "resume": sections.resume, "torchrun_2gpu": sections.torchrun_2gpu}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the paths in seconds, not the figures")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes: checks the paths in seconds, not the figures")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--torchrun_probe", metavar="DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torchrun_probe:
         return torchrun_probe(args.torchrun_probe)
-    sections = [s for s in args.sections.split(",") if s]
-    unknown = [s for s in sections if s not in SECTIONS]
+    chosen = [s for s in args.sections.split(",") if s]
+    unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         p.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     device = distributed.init().device
     summary = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "cuda": torch.version.cuda, "quick": args.quick, "skipped": [],
-               "errors": {}}
+               "errors": {}, "section_seconds": {}}
     out = os.environ.get("OUT")
+    utils.set_determinism(False)  # as the runs set cuDNN (benchmark on) without --deterministic
     started = time.perf_counter()
-    for name in sections:
+    for name in chosen:
         t = time.perf_counter()
         try:
             summary[name] = SECTIONS[name](device, args.quick, summary["skipped"])
+            failed = sections.failures(summary[name])  # (a section of cases: each said PASS or FAIL)
+            if failed:
+                summary["errors"][name] = failed
         except Exception as e:  # one broken section must not hide the others' figures
             summary["errors"][name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
+        summary["section_seconds"][name] = time.perf_counter() - t
         print(f"gpu_check: {name} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         summary["seconds"] = time.perf_counter() - started
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             Path(out, "gpu_check.json").write_text(json.dumps(summary, indent=1))
+    print(sections.table(summary, chosen, summary["section_seconds"]), file=sys.stderr, flush=True)
     print(json.dumps(summary))
     sys.exit(1 if summary["errors"] else 0)
 

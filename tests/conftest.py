@@ -35,12 +35,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+# Every script the tests run goes through the device harness: a tensor the project's code makes
+# without naming its device lands on the meta device, so that a device mix-up fails here as it
+# would on a GPU (tests/device_harness.py).
+HARNESS = str(ROOT / "tests" / "device_harness.py")
+
+
 def run_cli(script: str, *args, cwd: Path | None = None, check: bool = True,
             timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python <script> args...` from the repository as a user would; return the result."""
+    """Run `python <script> args...` from the repository as a user would, under the device
+    harness; return the result."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": THREADS, **(env or {})}
     result = subprocess.run(
-        [sys.executable, str(ROOT / script), *map(str, args)],
+        [sys.executable, HARNESS, str(ROOT / script), *map(str, args)],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
     if check and result.returncode != 0:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_SEARCH, make_image_folder
+from conftest import HARNESS, ROOT, TINY_SEARCH, make_image_folder
 from test_resume import kill_when
 
 import distributed
@@ -20,7 +20,8 @@ def torchrun(nproc: int, script: str, *args, probe_dir=None, check: bool = True,
     `probe_dir` is given; `kill` is its PROBE_KILL), one CPU thread per process."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", OMP_NUM_THREADS="1",
                CUDA_VISIBLE_DEVICES="", PROBE_DIR=str(probe_dir or ""), PROBE_KILL=kill)
-    target = [str(ROOT / "tests" / "ddp_probe.py"), script] if probe_dir else [str(ROOT / script)]
+    script = [str(ROOT / "tests" / "ddp_probe.py"), script] if probe_dir else [str(ROOT / script)]
+    target = [HARNESS, *script]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                              "--nproc_per_node", str(nproc), *target, *map(str, args)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

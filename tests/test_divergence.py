@@ -64,7 +64,7 @@ def test_a_corrupt_batch_stops_the_search_by_default(tmp_path, monkeypatch, caps
     code, err = run(train_search.main, [*SEARCH, "--out_dir", str(tmp_path)], capsys)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: the search diverged: the search loss became non-finite in epoch 0, step 1, "
-                          "weight step; nothing was updated")
+                          "weight step; nothing was saved")
 
 
 def test_skip_leaves_out_the_steps_of_corrupt_batches(tmp_path, monkeypatch, capsys):
@@ -122,5 +122,5 @@ def test_a_corrupt_batch_stops_a_retrain_by_default(tmp_path, monkeypatch, capsy
     poison(monkeypatch, engine, 0, {2})
     code, err = run(train.main, [*TRAIN, "--out_dir", str(tmp_path)], capsys)
     assert code == 2 and err == ("error: the training diverged: the training loss became non-finite in epoch 0, "
-                                 "step 2, training step; nothing was updated or pruned with it and the last "
+                                 "step 2, training step; nothing was saved or pruned with it and the last "
                                  "checkpoint, if any, is kept (a lower --learning_rate may help)\n")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, THREADS, run_cli
+from conftest import HARNESS, ROOT, THREADS, run_cli
 
 import train
 import utils
@@ -26,7 +26,7 @@ def kill_when(script, args, out_dir, ready, sig=signal.SIGKILL, said: list | Non
     """Start `script`, send it `sig` as soon as `ready(out_dir)` holds; return its run directory
     (its stderr and exit code are appended to `said`)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS)
-    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--out_dir", str(out_dir)],
+    proc = subprocess.Popen([sys.executable, HARNESS, str(ROOT / script), *args, "--out_dir", str(out_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

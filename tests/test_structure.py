@@ -85,3 +85,31 @@ def test_run_directory_names_are_spelled_in_rundir_only(path):
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_no_source_file_over_400_lines(path):
     assert len(path.read_text().splitlines()) <= 400
+
+
+# torch's factories: on a GPU, one that names no device makes a CPU tensor, which then meets the
+# run's CUDA tensors (tests/device_harness.py catches it at run time; this, before).
+FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint",
+             "randperm", "eye", "linspace", "logspace", "empty_strided", "scalar_tensor"}
+COLLECTIVES = {"all_reduce", "broadcast", "all_gather", "all_gather_object", "broadcast_object_list", "reduce",
+               "gather", "scatter", "reduce_scatter", "all_to_all", "barrier", "send", "recv"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_every_tensor_names_its_device(path):
+    found = [f"{node.lineno}: torch.{node.func.attr}" for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FACTORIES
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+             and not any(k.arg == "device" for k in node.keywords)]
+    assert not found, found
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.name != "distributed.py" and p.parent.name != "bench"],
+                         ids=lambda p: p.name)
+def test_collectives_are_called_in_distributed_only(path):
+    """distributed.py puts what it hands to a collective on the collective's device (NCCL: CUDA)."""
+    found = [f"{node.lineno}: dist.{node.func.attr}" for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr in COLLECTIVES and isinstance(node.func.value, ast.Name)
+             and node.func.value.id == "dist"]
+    assert not found, found
