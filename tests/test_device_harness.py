@@ -91,7 +91,7 @@ def test_a_checkpoint_holds_the_cuda_random_state_of_its_own_gpu_only(monkeypatc
 
 def per_step_reads(run_steps, timer: timing.PhaseTimer, steps: int) -> tuple[list[int], dict]:
     """Host reads of each of `steps` calls of `run_steps(step)`, the phase timer synchronising as on
-    CUDA (one step in SAMPLE_EVERY): [reads per step], and where they were made."""
+    CUDA (one step in `timer.every`): [reads per step], and where they were made."""
     waits = []
     timer.synchronize = lambda: waits.append(1)
     counts = []
@@ -110,13 +110,14 @@ def test_a_search_step_reads_the_device_once(tmp_path, extra):
     """A steady-state search iteration (the loop of search_one_epoch: batches to the device,
     architecture and weight steps, meters) makes at most 3 host reads, the reference DARTS step's
     count (loss, top-1, top-5): one, plus one per step decided now under --nan_policy skip; the
-    phase timer adds its synchronisations on one step in 20 (a measurement step)."""
+    phase timer adds its synchronisations on one step in `every` (a measurement step)."""
     flags = TINY_SEARCH[:TINY_SEARCH.index("--layers")] + TINY_SEARCH[TINY_SEARCH.index("--epochs"):]
     flags += [] if "nb201" in extra else ["--layers", "3", "--steps", "2"]
     args = train_search.parse_args([*flags, "--warmup", "2", "--out_dir", str(tmp_path), *extra])
     utils.on_device(args, torch.device("cpu"))
     run = search_run.setup(args, distributed.World(), train_search.build)
-    run.timer = timing.PhaseTimer(torch.device("cpu"), every=timing.SAMPLE_EVERY)
+    every = 4  # (the runs synchronise on one step in timing.SAMPLE_EVERY; fewer steps to count here)
+    run.timer = timing.PhaseTimer(torch.device("cpu"), every=every)
     search_run.start_epoch(run, 0)
     # The batches are read before: a data set's code reads its CPU tensors (in the loader's
     # worker processes on a GPU machine), which the harness cannot tell from device reads.
@@ -127,10 +128,10 @@ def test_a_search_step_reads_the_device_once(tmp_path, extra):
         train_search.search_step(run, x, y, x_val, y_val, 0.025, run.meters, f"epoch 0, step {step}")
         run.timer.tick()
 
-    counts, where = per_step_reads(one_step, run.timer, 2 * timing.SAMPLE_EVERY + 1)
+    counts, where = per_step_reads(one_step, run.timer, 2 * every + 1)
     steady = counts[1:]  # (the first step copies the masks to the host)
-    sampled = [c for i, c in enumerate(steady, 1) if i % timing.SAMPLE_EVERY == 0]
-    others = [c for i, c in enumerate(steady, 1) if i % timing.SAMPLE_EVERY]
+    sampled = [c for i, c in enumerate(steady, 1) if i % every == 0]
+    others = [c for i, c in enumerate(steady, 1) if i % every]
     assert max(others) == (3 if "skip" in extra else 1), (counts, where)
     assert max(sampled) == max(others) + 2, (counts, where)  # (the timer: the ends of the arch and weight phases)
     assert run.meters[0].count == len(counts) * 16
