@@ -100,6 +100,7 @@ class Supernet(nn.Module):
     """
 
     drop_path_prob = 0.0  # per-sample drop-path of every edge's output in training mode (set per epoch)
+    _host_cache = None  # (masks and their versions, CPU copies, nested lists): `_host`
 
     def _init_arch(self, space: SearchSpace, track_running_stats: bool = True) -> None:
         self.space = space
@@ -131,24 +132,25 @@ class Supernet(nn.Module):
         """Mixing weights softmax(alpha) over all ops: (cell types, edges, n_ops)."""
         return torch.stack([F.softmax(a, dim=-1) for a in self.arch_parameters()])
 
-    def host_masks(self) -> tuple[Tensor, ...]:
-        """The keep-masks as CPU tensors. The forward pass and the pruning rules read the masks at
-        every step; on a GPU each read of a device tensor waits for the device's queue, so the copy
-        is made only when a mask has changed since the last (a prune, a checkpoint loaded, s1r's
-        comparison flipping an op): every in-place change raises a tensor's version counter."""
-        masks = self.masks()
-        key = tuple((m, m._version) for m in masks)
-        cached = self.__dict__.get("_host_masks")  # (key, CPU copies, nested lists)
+    def _host(self) -> tuple:
+        """(the keep-masks as CPU tensors, the same as nested lists of bool). The forward pass and
+        the pruning rules read the masks at every step; on a GPU each read of a device tensor waits
+        for the device's queue, so the copy is made again only when a mask has changed (a prune, a
+        checkpoint loaded, s1r's comparison flipping an op): every in-place change raises a
+        tensor's version counter, and `.to()` replaces the tensor."""
+        key = [(m, m._version) for m in self.masks()]
+        cached = self._host_cache
         if cached is None or any(a is not b or va != vb for (a, va), (b, vb) in zip(cached[0], key)):
-            host = tuple(m.cpu() for m in masks)
-            cached = self.__dict__["_host_masks"] = (key, host, tuple(h.tolist() for h in host))
-        return cached[1]
+            host = tuple(m.cpu() for m, _ in key)
+            cached = self._host_cache = (key, host, tuple(h.tolist() for h in host))
+        return cached[1:]
+
+    def host_masks(self) -> tuple[Tensor, ...]:
+        """The keep-masks as CPU tensors (the same tuple until a mask changes: a fresh copy then)."""
+        return self._host()[0]
 
     def _keep_lists(self, keep) -> tuple[list, ...]:
-        if keep:
-            return keep
-        self.host_masks()
-        return self.__dict__["_host_masks"][2]
+        return keep or self._host()[1]
 
     def genotype(self, restrict: bool = True, num_kept_max: int = 8):
         """The discrete architecture implied by the masked mixing weights (the space's rule)."""
