@@ -220,7 +220,7 @@ def sync_buffers(module: nn.Module) -> None:
 
 
 def wrap(model: nn.Module, world: World, *, find_unused_parameters: bool = False,
-         replicated: tuple[nn.Module | torch.Tensor, ...] = ()) -> nn.Module:
+         replicated: tuple[torch.Tensor, ...] = ()) -> nn.Module:
     """DistributedDataParallel around `model` on several processes; `model` itself otherwise.
     DDP copies rank 0's parameters and buffers to every process here, and its buffers before
     every forward pass, but for the `replicated` buffers: every process holds them identically

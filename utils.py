@@ -31,8 +31,8 @@ logger = logging.getLogger("fpdarts")
 
 def run_cli(main, argv: list[str] | None = None):
     """Call a script's `main`: user errors (bad flags, genotypes, missing data sets, a full disk) and
-    the stops of stops.py (out of memory, a lost process, SIGTERM, Ctrl-C) become one line on stderr (exit
-    code 2; 3, 4, 130, 143); the torchrun process group is left always."""
+    the stops of stops.py (out of memory, a lost process, SIGTERM, Ctrl-C) become one line on
+    stderr (exit code 2; 3, 4, 130, 143); the torchrun process group is left always."""
     from data import DatasetMissing
     from genotypes import GenotypeError
 
@@ -95,7 +95,8 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-WORKERS_HELP = "data loader worker processes (default: 2 on CUDA, as the authors' code, to keep the GPU fed; 0 on a CPU)"
+WORKERS_HELP = ("data loader worker processes (default: 2 on CUDA, as the authors' code, to keep the GPU fed; "
+                "0 on a CPU)")
 
 
 def on_device(args: argparse.Namespace, device: torch.device) -> None:
