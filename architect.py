@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-import distributed
+from plumbing import distributed
 import utils
 from model_search import Supernet
 

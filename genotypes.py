@@ -7,7 +7,8 @@ import os
 from collections import namedtuple
 from pathlib import Path
 
-from fileio import atomic_write
+from plumbing import rundir
+from plumbing.fileio import atomic_write
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -243,6 +244,12 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
     if not isinstance(fields, dict):
         raise GenotypeError(f"{spec}: expected a JSON object with the genotype fields")
     return genotype_from_dict(fields, spec)
+
+
+def load_genotype_of(base_dir: str | os.PathLike, name: int | str) -> tuple[Genotype, Path]:
+    """The DARTS genotype of epoch `name` of a search run directory (-1: the last), and its file."""
+    path = rundir.epoch_file(base_dir, name)
+    return load_genotype(path), path
 
 
 def genotype_to_dict(genotype: Genotype) -> dict:

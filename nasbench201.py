@@ -18,9 +18,9 @@ import sys
 import warnings
 from pathlib import Path
 
-import rundir
-from cli import ArgumentParser, UserError, run_cli
-from fileio import write_json
+from plumbing import rundir
+from plumbing.cli import ArgumentParser, UserError, run_cli
+from plumbing.fileio import write_json
 
 FILES = ("NAS-Bench-201-v1_0-e61699.pth or NAS-Bench-201-v1_1-096897.pth (pip install nas-bench-201), "
          "or NATS-tss-v1_0-3ffb9.pickle.pbz2 or its unpacked folder NATS-tss-v1_0-3ffb9-simple "

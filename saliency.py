@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-import distributed
+from plumbing import distributed
 import utils
 from model_search import Supernet
 

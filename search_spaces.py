@@ -24,7 +24,7 @@ from architectures import (
     ArchFormat,
     nb201_arch_str,
 )
-from fileio import atomic_write
+from plumbing.fileio import atomic_write
 from genotypes import PRIMITIVES, Genotype
 
 # RobustDARTS (Zela et al., ICLR 2020) S1: two ops per edge, its own pair on every edge of each

@@ -6,12 +6,12 @@ import argparse
 
 import torch.nn as nn
 
-import rundir
+from plumbing import rundir
 import utils
 from data import DATASETS, get_datasets
-from engine import plan_run, run
+from plumbing.drivers.engine import plan_run, run
 from model import NetworkCIFAR
-from train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
+from plumbing.drivers.train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,12 +7,12 @@ import os
 
 import torch.nn as nn
 
-import rundir
+from plumbing import rundir
 import utils
 from data import get_datasets
-from engine import plan_run, run
+from plumbing.drivers.engine import plan_run, run
 from model import NetworkImageNet
-from train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
+from plumbing.drivers.train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,13 +8,13 @@ import argparse
 
 import torch.nn as nn
 
-import rundir
+from plumbing import rundir
 import utils
 from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 from data import DATASETS, get_datasets
-from engine import plan_run, run
+from plumbing.drivers.engine import plan_run, run
 from model import NetworkNB201
-from train_args import add_common_args, check_common_args
+from plumbing.drivers.train_args import add_common_args, check_common_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,20 +13,20 @@ import torch
 import torch.nn as nn
 
 import audit
-import distributed
-import divergence
-import oom
-import plan
-import rundir
-import search_run
-import stops
-import timing
+from plumbing import distributed
+from plumbing import divergence
+from plumbing import oom
+from plumbing.drivers import plan
+from plumbing import rundir
+from plumbing.drivers import search_run
+from plumbing import stops
+from plumbing import timing
 import utils
 from architect import REG_TYPES, Architect
 from data import DATASETS
 from model_search import supernet
 from saliency import SAL_TYPES, Pruner
-from search_run import finish  # (train_search.finish: tests wrap it)
+from plumbing.drivers.search_run import finish  # (train_search.finish: tests wrap it)
 from search_spaces import NONE_RULES, SPACES, apply_recipe, get_space, recipe_defaults
 
 log = utils.logger

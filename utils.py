@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import cli
-import distributed
-import rundir
-import stops
-from cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
-from fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
+from plumbing import cli
+from plumbing import distributed
+from plumbing import rundir
+from plumbing import stops
+from plumbing.cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
+from plumbing.fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
 
 logger = logging.getLogger("fpdarts")
 

@@ -25,10 +25,10 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import distributed  # noqa: E402
+from plumbing import distributed  # noqa: E402
 import utils  # noqa: E402
 from data import make_loader  # noqa: E402
-from engine import train_one_epoch  # noqa: E402
+from plumbing.drivers.engine import train_one_epoch  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR  # noqa: E402
 

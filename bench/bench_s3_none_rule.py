@@ -25,7 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import rundir  # noqa: E402
+from plumbing import rundir  # noqa: E402
 
 # 4 events per epoch: 3-node cells (9 edges x 3 ops = 27 -> 6 live ops per cell) take 21 events,
 # 4-node cells (42 -> 8) 34.

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import rundir  # noqa: E402
+from plumbing import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import distributed  # noqa: E402
+from plumbing import distributed  # noqa: E402
 import saliency as S  # noqa: E402
 import utils  # noqa: E402
 from architect import Architect  # noqa: E402

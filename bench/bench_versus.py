@@ -32,7 +32,10 @@ def iteration_seconds(checkout: str, config: str, steps: int) -> float:
     sys.path.insert(0, checkout)
     import torch
 
-    import distributed
+    try:
+        from plumbing import distributed
+    except ImportError:  # a checkout from before the plumbing package
+        import distributed
     import train_search
     import utils
 

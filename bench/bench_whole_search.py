@@ -34,12 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import costs  # noqa: E402
-import distributed  # noqa: E402
-import rundir  # noqa: E402
+from plumbing.drivers import costs  # noqa: E402
+from plumbing import distributed  # noqa: E402
+from plumbing import rundir  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
-from costs import Method  # noqa: E402
+from plumbing.drivers.costs import Method  # noqa: E402
 from saliency import PruneSchedule  # noqa: E402
 
 IMAGES = 25_000  # the CIFAR-10 halves: weights, and architecture + saliency + validation

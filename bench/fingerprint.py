@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import rundir  # noqa: E402  (this checkout's names read the runs of any checkout: they do not change)
+from plumbing import rundir  # noqa: E402  (this checkout's names read the runs of any checkout: they do not change)
 
 TINY = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_channels", "4", "--layers", "3",
         "--epochs", "10", "--warmup", "1", "--prune_interval", "1", "--report_freq", "100", "--seed", "11",

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import distributed  # noqa: E402
-import rundir  # noqa: E402
+from plumbing import distributed  # noqa: E402
+from plumbing import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-import distributed
-import rundir
-import stops
+from plumbing import distributed
+from plumbing import rundir
+from plumbing import stops
 import train_search
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import campaign  # noqa: E402
-import rundir  # noqa: E402
-from cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
+from plumbing.drivers import campaign  # noqa: E402
+from plumbing import rundir  # noqa: E402
+from plumbing.cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
 
 # The paper's variants (the flags that differ from train_search.py's defaults).
 VARIANTS = {

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import rundir  # noqa: E402
-from campaign import MANIFEST  # noqa: E402
-from cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
+from plumbing import rundir  # noqa: E402
+from plumbing.drivers.campaign import MANIFEST  # noqa: E402
+from plumbing.cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
 
 ETA = re.compile(r"epoch ETA ([^,\s]+)(?:, (?:search|run) ETA (\S+))?")  # the scripts' progress lines
 EPOCH = re.compile(r"\bepoch (\d+) lr ")

@@ -39,10 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from fileio import atomic_write  # noqa: E402
+from plumbing.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from plumbing.fileio import atomic_write  # noqa: E402
 from nasbench201 import METRICS  # noqa: E402
-from rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
+from plumbing.rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
 
 log = logging.getLogger("collect_results")
 
@@ -279,7 +279,7 @@ PUBLISHED = {"cifar10": {"FP-DARTS-s1": (97.41, 3.3), "FP-DARTS-s2": (97.45, 3.3
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
     """results_<dataset>.png/.pdf for every data set with evaluations; return the files."""
-    import plots  # (matplotlib: only with --plot)
+    from plumbing.drivers import plots  # (matplotlib: only with --plot)
 
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows if "dataset" in r):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli import ArgumentParser, UserError, run_cli  # noqa: E402
-from fileio import write_json  # noqa: E402
+from plumbing.cli import ArgumentParser, UserError, run_cli  # noqa: E402
+from plumbing.fileio import write_json  # noqa: E402
 
 log = logging.getLogger("make_imagenet_subset")
 

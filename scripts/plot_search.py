@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli import ArgumentParser, run_cli  # noqa: E402
+from plumbing.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Write the figures; print and return their paths."""
-    import plots  # (matplotlib: after the flags are checked)
+    from plumbing.drivers import plots  # (matplotlib: after the flags are checked)
 
     args = build_parser().parse_args(argv)
     if args.summary_only:

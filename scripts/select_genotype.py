@@ -24,10 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import rundir  # noqa: E402
+from plumbing import rundir  # noqa: E402
 import utils  # noqa: E402
-from cli import ArgumentParser, UserError  # noqa: E402
-from fileio import write_json  # noqa: E402
+from genotypes import load_genotype_of  # noqa: E402
+from plumbing.cli import ArgumentParser, UserError  # noqa: E402
+from plumbing.fileio import write_json  # noqa: E402
 
 log = utils.logger
 # Flags this script sets on every retrain; --train_args may not give them.
@@ -61,7 +62,7 @@ def candidates(runs: list[str], names: list[int]) -> list[dict]:
     found, seen = [], set()
     for run in runs:
         for name in names:
-            genotype, path = rundir.load_genotype_of(run, name)
+            genotype, path = load_genotype_of(run, name)
             if repr(genotype) not in seen:
                 seen.add(repr(genotype))
                 found.append({"name": f"c{len(found)}", "run": str(run), "epoch": int(Path(path).stem),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-import distributed
-import engine
+from plumbing import distributed
+from plumbing.drivers import engine
 import train_search
 import utils
 

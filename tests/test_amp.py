@@ -3,7 +3,7 @@ passes and s1r's comparisons run under bf16 autocast; the s2 Hessian term stays 
 import torch
 import torch.nn as nn
 
-import distributed
+from plumbing import distributed
 import saliency as S
 import train_search
 import utils

@@ -207,7 +207,7 @@ def test_plot_draws_each_table_with_the_papers_figures(tree):
     import numpy as np
     from test_plots import check_figure_files
 
-    import plots
+    from plumbing.drivers import plots
 
     result = run_cli(SCRIPT, "ckpt", "evals", "--plot", "figures", cwd=tree)
     assert result.stdout == EXPECTED_MARKDOWN  # the tables are unchanged; the figures are named on stderr

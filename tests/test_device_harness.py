@@ -7,14 +7,14 @@ from conftest import TINY_SEARCH
 from device_harness import DeviceHarness
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 
-import distributed
-import engine
-import search_run
-import timing
+from plumbing import distributed
+from plumbing.drivers import engine
+from plumbing.drivers import search_run
+from plumbing import timing
 import train_search
 import utils
-from cli import UserError
-from divergence import Divergence
+from plumbing.cli import UserError
+from plumbing.divergence import Divergence
 from genotypes import DARTS_V2
 from model import NetworkCIFAR
 from search_spaces import edge_endpoints, has_redundant_op

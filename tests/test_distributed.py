@@ -10,7 +10,7 @@ import torch
 from conftest import HARNESS, ROOT, TINY_SEARCH, make_image_folder
 from test_resume import kill_when
 
-import distributed
+from plumbing import distributed
 import utils
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_SEARCH
 
-import engine
-import search_run
+from plumbing.drivers import engine
+from plumbing.drivers import search_run
 import train
 import train_search
 import utils

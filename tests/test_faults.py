@@ -10,7 +10,7 @@ import pytest
 import torch.distributed as dist
 from conftest import ROOT, THREADS, run_cli
 
-import stops
+from plumbing import stops
 
 # (contiguous: PyTorch 2.14's CPU backward of a 1x1 stride-2 convolution of <= 4 channels_last
 # channels corrupts memory on some CPUs, which 1-node cells of 4 channels meet in FactorizedReduce)
@@ -62,7 +62,7 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, monkeypatch, ca
     import torch
     from conftest import fail_on_call
 
-    import fileio
+    from plumbing import fileio
     import train
     import utils
 
@@ -129,7 +129,7 @@ def test_a_second_process_on_a_run_directory_is_refused_until_the_first_dies(tmp
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    import rundir
+    from plumbing import rundir
 
     rundir.lock(run)  # free once its holder is dead (it would raise while the first runs)
     assert f"process {os.getpid()} " in (run / ".lock").read_text()
@@ -196,7 +196,7 @@ def test_no_good_checkpoint_left_is_one_line(tmp_path, capsys):
 def test_a_missing_checkpoint_gives_way_to_the_previous_one(tmp_path, capsys, given):
     """checkpoint.pt gone, checkpoint.prev.pt there (--resume naming the run or its checkpoint): the
     previous one is taken with a warning naming both, and put back under the usual name."""
-    import checkpoints
+    from plumbing import checkpoints
 
     newest, previous = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
     for epoch in (0, 1):
@@ -211,8 +211,8 @@ def test_a_missing_checkpoint_gives_way_to_the_previous_one(tmp_path, capsys, gi
 
 def test_no_checkpoint_to_resume_is_one_line(tmp_path):
     """Neither checkpoint there, or only a damaged previous one: one line naming what is wrong."""
-    import checkpoints
-    from cli import UserError
+    from plumbing import checkpoints
+    from plumbing.cli import UserError
 
     newest, previous = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
     with pytest.raises(UserError, match=r"checkpoint.pt: nothing to resume \(no such checkpoint\)$"):
@@ -306,7 +306,7 @@ def fail_writing(monkeypatch, name: str, code: int) -> None:
     real OSError `code` (ENOSPC, EDQUOT, EIO), as the kernel gives it."""
     import errno  # noqa: F401  (the codes the callers pass)
 
-    import fileio
+    from plumbing import fileio
 
     real = fileio.os.replace
 

@@ -10,8 +10,8 @@ import torch
 from conftest import TINY_SEARCH
 from test_resume import kill_when
 
-import checkpoints
-import stops
+from plumbing import checkpoints
+from plumbing import stops
 import utils
 
 

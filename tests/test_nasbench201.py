@@ -8,7 +8,7 @@ from conftest import run_cli
 from nb201_bench import expected, make_benchmark
 
 import nasbench201
-from cli import UserError
+from plumbing.cli import UserError
 
 A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 B = "|none~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"

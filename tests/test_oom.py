@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import fail_on_call
 
-import oom
+from plumbing import oom
 import train
 import train_search
 import utils

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import fail_on_call, make_image_folder, run_cli
 
-import plan
+from plumbing.drivers import plan
 import train
 import train_search
 

@@ -12,7 +12,7 @@ import torch
 from conftest import run_cli
 
 import audit
-import plots
+from plumbing.drivers import plots
 import saliency
 from model_search import supernet
 from search_spaces import get_space

@@ -98,7 +98,7 @@ def test_every_space_is_plotted(searched, space):
     import numpy as np
     from test_plots import check_figure_files
 
-    import plots
+    from plumbing.drivers import plots
 
     ref, cut = searched(space)
     check_figure_files([ref / "summary.png", cut / "summary.png"])  # drawn by the search at its end

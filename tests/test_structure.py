@@ -1,32 +1,49 @@
-"""The structure the code keeps: no import cycle between the project's modules, no module but
-search_spaces.py that asks a space for its name, no file name of a run directory spelled outside
-rundir.py, no source file over 400 lines."""
+"""The structure the code keeps: the method at the root (at most 18 modules), the plumbing in
+`plumbing/` with its drivers in `plumbing/drivers/`, every import pointing down the layers (no
+cycle between modules or folders), no module but search_spaces.py that asks a space for its
+name, no file name of a run directory spelled outside rundir.py, no source file over 400 lines."""
 import ast
 import re
 
 import pytest
 from conftest import ROOT
 
-import rundir
+from plumbing import rundir
 from search_spaces import SPACES
 
-SOURCES = sorted([*ROOT.glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "bench").glob("*.py")])
-MODULES = {p.stem: p for p in ROOT.glob("*.py")}
+PACKAGE = sorted(p for p in (ROOT / "plumbing").rglob("*.py"))
+SOURCES = sorted([*ROOT.glob("*.py"), *PACKAGE, *(ROOT / "scripts").glob("*.py"), *(ROOT / "bench").glob("*.py")])
+# Dotted module name -> file, for the root and the package (`plumbing.drivers.engine`).
+MODULES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p
+           for p in [*ROOT.glob("*.py"), *PACKAGE] if p.name != "__init__.py"}
 
 
 def imports(path) -> set[str]:
-    """The project modules `path` imports, at the top or inside a function."""
+    """The project modules `path` imports, at the top or inside a function (`from plumbing import
+    rundir` imports plumbing.rundir)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
     return found & set(MODULES)
 
 
+GRAPH = {name: imports(path) - {name} for name, path in MODULES.items()}
+
+
+def layer(name: str) -> int:
+    """0 the base (plumbing/), 1 the science (the root's modules that others import), 2 the
+    drivers (plumbing/drivers/), 3 the entry scripts (root modules no module imports)."""
+    if name.startswith("plumbing.drivers."):
+        return 2
+    if name.startswith("plumbing."):
+        return 0
+    return 1 if any(name in deps for deps in GRAPH.values()) else 3
+
+
 def test_no_import_cycle():
-    graph = {name: imports(path) - {name} for name, path in MODULES.items()}
     done, stack = set(), []
 
     def visit(name):
@@ -35,13 +52,30 @@ def test_no_import_cycle():
         if name in done:
             return
         stack.append(name)
-        for other in sorted(graph[name]):
+        for other in sorted(GRAPH[name]):
             visit(other)
         stack.pop()
         done.add(name)
 
-    for name in sorted(graph):
+    for name in sorted(GRAPH):
         visit(name)
+
+
+def test_every_import_points_down_the_layers():
+    """The base imports only the base, the science no driver, a driver no entry script: no cycle
+    between the folders (with the root's entry scripts above the drivers they call)."""
+    up = [f"{name} -> {dep}" for name, deps in GRAPH.items() for dep in deps if layer(dep) > layer(name)]
+    assert not up, up
+    assert {layer(n) for n in ("train_search", "train", "train_imagenet", "train_nb201")} == {3}
+    assert {layer(n) for n in ("model_search", "saliency", "utils", "genotypes")} == {1}
+
+
+def test_the_root_shows_the_method():
+    root = sorted(p.name for p in ROOT.glob("*.py"))
+    assert len(root) <= 18, root
+    design = {"train_search", "train", "train_imagenet", "model_search", "model", "operations", "genotypes",
+              "architect", "saliency", "utils"}
+    assert design <= {n[:-3] for n in root}
 
 
 def test_the_visualiser_and_the_networks_do_not_need_each_other():

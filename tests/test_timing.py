@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-import timing
+from plumbing import timing
 
 
 def test_phase_timer_accumulates_laps_and_round_trips():

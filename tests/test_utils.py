@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import checkpoints
+from plumbing import checkpoints
 import utils
 from data import make_loader
 

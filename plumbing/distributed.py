@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from cli import UserError
+from plumbing.cli import UserError
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import rundir
-from cli import UserError
-from fileio import atomic_write
+from plumbing import rundir
+from plumbing.cli import UserError
+from plumbing.fileio import atomic_write
 
 DIGEST = "digest"  # the checkpoint's own key: SHA-1 of everything else in it
 

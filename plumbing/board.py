@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-import rundir
+from plumbing import rundir
 
 log = logging.getLogger("fpdarts")
 _previous_excepthook = threading.excepthook

@@ -6,12 +6,12 @@ import argparse
 
 import torch
 
-import distributed
-import divergence
-import plan
-import rundir
+from plumbing import distributed
+from plumbing import divergence
+from plumbing.drivers import plan
+from plumbing import rundir
 import utils
-from genotypes import is_restricted, load_genotype
+from genotypes import is_restricted, load_genotype, load_genotype_of
 
 
 def add_genotype_args(p: argparse.ArgumentParser, base_flag: str, names_flag: str, nargs) -> None:
@@ -102,7 +102,7 @@ def genotype_sources(base_dir: str | None, names: list, arch: str | None,
         raise utils.UserError("give exactly one genotype source: --base_dir, --arch or --genotype")
     if base_dir is not None:
         sources = [(str(path), genotype) for genotype, path in
-                   (rundir.load_genotype_of(base_dir, name) for name in names)]
+                   (load_genotype_of(base_dir, name) for name in names)]
     else:
         spec = arch if arch is not None else genotype_path
         sources = [(spec, load_genotype(spec))]

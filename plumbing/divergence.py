@@ -17,7 +17,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from cli import UserError
+from plumbing.cli import UserError
 
 POLICIES = ("stop", "skip")
 log = logging.getLogger("fpdarts")

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import rundir
-from cli import UserError
-from fileio import atomic_write, read_jsonl
+from plumbing import rundir
+from plumbing.cli import UserError
+from plumbing.fileio import atomic_write, read_jsonl
 
 # Op families of the timeline, by name prefix (the DARTS, RobustDARTS and NAS-Bench-201 ops).
 FAMILIES = {"conv": ("sep_conv", "dil_conv", "nor_conv", "conv"), "pool": ("max_pool", "avg_pool"),

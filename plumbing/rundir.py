@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cli import UserError
-from genotypes import Genotype, GenotypeError, load_genotype
+from plumbing.cli import UserError
 
 # Every run directory.
 ARGS, LOG, TB, CHECKPOINT, RESULTS = "args.json", "log.txt", "tb", "checkpoint.pt", "results.json"
@@ -140,30 +139,24 @@ def results_csv(run_dir: str | Path) -> Path:
 
 def epoch_file(base_dir: str | Path, name: int | str) -> Path:
     """The architecture file of epoch `name` of a search run directory (negative: counted from
-    the last epoch, -1 = the last); GenotypeError when there is none."""
+    the last epoch, -1 = the last); a UserError when there is none."""
     base = Path(base_dir)
     if not base.is_dir():
-        raise GenotypeError(f"{base}: no such search run directory")
+        raise UserError(f"{base}: no such search run directory")
     found = epochs(base)
     if not found:
-        raise GenotypeError(f"{base}: no per-epoch genotypes in {EPOCHS}/genotype/ "
-                            "(is this a train_search.py run directory?)")
+        raise UserError(f"{base}: no per-epoch genotypes in {EPOCHS}/genotype/ "
+                        "(is this a train_search.py run directory?)")
     epoch = int(name)
     if epoch < 0:
         if -epoch > len(found):
-            raise GenotypeError(f"{base}: genotype name {name} reaches before the first epoch "
-                                f"(epochs {found[0]}..{found[-1]})")
+            raise UserError(f"{base}: genotype name {name} reaches before the first epoch "
+                            f"(epochs {found[0]}..{found[-1]})")
         epoch = found[epoch]
     if epoch not in found:
-        raise GenotypeError(f"{base}: no genotype for epoch {name}; available: "
-                            f"{found[0]}..{found[-1]} ({len(found)} epochs) or -1 for the last")
+        raise UserError(f"{base}: no genotype for epoch {name}; available: "
+                        f"{found[0]}..{found[-1]} ({len(found)} epochs) or -1 for the last")
     return epoch_path(base, "genotype", epoch)
-
-
-def load_genotype_of(base_dir: str | Path, name: int | str) -> tuple[Genotype, Path]:
-    """The DARTS genotype of epoch `name` of a search run directory, and its file."""
-    path = epoch_file(base_dir, name)
-    return load_genotype(path), path
 
 
 def search_of_epoch_file(path: str | Path) -> Path | None:

@@ -10,20 +10,20 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-import board
-import checkpoints
-import costs
-import distributed
-import oom
-import plan
-import rundir
-import stops
-import timing
-import train_args
+from plumbing import board
+from plumbing import checkpoints
+from plumbing.drivers import costs
+from plumbing import distributed
+from plumbing import oom
+from plumbing.drivers import plan
+from plumbing import rundir
+from plumbing import stops
+from plumbing import timing
+from plumbing.drivers import train_args
 import utils
 from architectures import GENOTYPE_FORMAT, ArchFormat
 from data import holdout_split, make_loader, transforms
-from divergence import Divergence
+from plumbing.divergence import Divergence
 from visualize import draw_or_warn
 
 log = utils.logger

@@ -7,8 +7,8 @@ import re
 
 import torch
 
-import timing
-from cli import UserError
+from plumbing import timing
+from plumbing.cli import UserError
 
 EXIT_CODE = 3
 

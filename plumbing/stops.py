@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import checkpoints
-import oom
-from cli import UserError
+from plumbing import checkpoints
+from plumbing import oom
+from plumbing.cli import UserError
 
 LOST_EXIT_CODE = 4
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # (what a shell reports for a program Ctrl-C ended)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-import costs
-import distributed
-import oom
-import rundir
-import timing
+from plumbing.drivers import costs
+from plumbing import distributed
+from plumbing import oom
+from plumbing import rundir
+from plumbing import timing
 import utils
-from costs import Batches, Shape, checkpoint_seconds, data_shape, load_seconds, waiting
+from plumbing.drivers.costs import Batches, Shape, checkpoint_seconds, data_shape, load_seconds, waiting
 from data import split_indices
 from saliency import PruneSchedule
 from splits import NB201_SPLITS, read_split_file

@@ -14,18 +14,18 @@ import torch
 import torch.nn as nn
 
 import audit
-import board
-import checkpoints
-import distributed
+from plumbing import board
+from plumbing import checkpoints
+from plumbing import distributed
 import nasbench201
-import rundir
-import timing
+from plumbing import rundir
+from plumbing import timing
 import utils
 from architect import Architect
 from audit import RULES
 from data import make_loader
-from divergence import Divergence
-from fileio import read_jsonl
+from plumbing.divergence import Divergence
+from plumbing.fileio import read_jsonl
 from model_search import Supernet
 from saliency import Pruner, PruneSchedule
 from search_spaces import recipe_values
@@ -339,7 +339,7 @@ def write_summary(run_dir) -> None:
     """summary.png of the search (scripts/plot_search.py draws the rest, and PDFs); a figure that
     fails costs the search nothing but a warning."""
     try:
-        import plots  # (matplotlib: only here)
+        from plumbing.drivers import plots  # (matplotlib: only here)
 
         log.info("summary figure: %s", plots.write_summary(run_dir, formats=("png",))[0])
     except Exception as e:  # the results are written already; the figure can be drawn again

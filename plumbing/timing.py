@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cli import duration  # noqa: F401 (timing.duration: the progress lines')
+from plumbing.cli import duration  # noqa: F401 (timing.duration: the progress lines')
 
 
 class PeakMemory:

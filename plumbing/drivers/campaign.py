@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import rundir
-from cli import UserError
-from fileio import write_json
+from plumbing import rundir
+from plumbing.cli import UserError
+from plumbing.fileio import write_json
 
 ROOT = Path(__file__).resolve().parent
 MANIFEST = "campaign.json"  # in the campaign folder

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 import audit
-import checkpoints
-import rundir
+from plumbing import checkpoints
+from plumbing import rundir
 import saliency as S
-import timing
+from plumbing import timing
 import utils
 from data import NUM_CLASSES, SIZES, Digits, get_datasets, make_loader, transforms
 from saliency import PruneSchedule
