@@ -1,6 +1,7 @@
 """The saliency audit (`train_search.py --audit_every K`): at a prune event, before pruning, how
-well s1 and s2 rank the live ops against the truth, the change of the search loss when each op
-alone is removed. It measures; it never changes what the search does."""
+well s1 and s2 (and the search's own criterion, when it is another) rank the live ops against the
+truth, the change of the search loss when each op alone is removed. It measures; it never changes
+what the search does."""
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +13,11 @@ from torch import Tensor
 
 import utils
 from model_search import Supernet
-from saliency import removal_change, saliency_first_order, saliency_second_order, shortlist, spearman
+from saliency import Criterion, removal_change, saliency_first_order, saliency_second_order, shortlist, spearman
 
-# The rules audited, by the coefficient of their Hessian term: s1 (none), s2 as the authors
-# weight it (1) and s2 with the Taylor expansion's 1/2.
+# The rules audited at every audited event, by the coefficient of their Hessian term: s1 (none),
+# s2 as the authors weight it (1) and s2 with the Taylor expansion's 1/2. A search with another
+# criterion adds its own, under the criterion's label (`with_criterion`).
 RULES = {"s1": 0.0, "s2": 1.0, "s2_half": 0.5}
 
 
@@ -56,6 +58,17 @@ def measure(model: Supernet, batches: Iterable, device: torch.device, hessian_ch
     return {"truth": truth, **{name: first + coef * hessian for name, coef in RULES.items()}}
 
 
+def with_criterion(measured: dict, criterion: Criterion, saliency: Tensor) -> dict:
+    """`measured` with the search's own saliency under its criterion's label, unless the criterion
+    is the Taylor one (whose s1 and s2 are audited already)."""
+    return measured if criterion.taylor else {**measured, criterion.label: saliency}
+
+
+def rules_of(found: dict) -> list[str]:
+    """The rules in a measurement (tensors) or an audit record (dicts): RULES, and a criterion's."""
+    return [k for k, v in found.items() if k != "truth" and (torch.is_tensor(v) or isinstance(v, dict) and "spearman" in v)]
+
+
 def compare(measured: dict, model: Supernet, *, restrict: bool, pruned: dict[str, int] | None = None) -> list[dict]:
     """Per cell type: the rules' Spearman correlation with the truth over the live ops (signed,
     and of the magnitudes), the op each rule would prune (the eligible op of smallest |S|) and
@@ -66,7 +79,7 @@ def compare(measured: dict, model: Supernet, *, restrict: bool, pruned: dict[str
         live, eligible = mask.flatten(), space.eligible(cell, mask, restrict).flatten()
         truth = measured["truth"][cell].flatten().cpu()
         record = {"cell": name, "live_ops": int(live.sum()), "eligible": int(eligible.sum())}
-        for rule in RULES:
+        for rule in rules_of(measured):
             s = measured[rule][cell].flatten().cpu()
             (pick,) = shortlist(s, eligible, 1)
             edge, op = divmod(pick, mask.size(1))
@@ -86,7 +99,7 @@ def summary(lines: list[dict]) -> dict | None:
     if not lines:
         return None
     out = {"events": len({(r["epoch"], r["step"]) for r in lines})}
-    for rule in RULES:
+    for rule in rules_of(lines[0]):
         out[rule] = {"spearman": fmean(r[rule]["spearman"] for r in lines),
                      "spearman_abs": fmean(r[rule]["spearman_abs"] for r in lines),
                      "true_rank_fraction": fmean(r[rule]["true_rank"] / r["eligible"] for r in lines)}

@@ -234,6 +234,9 @@ def _image_folder(root: str, split: str, transform) -> dset.ImageFolder:
         raise DatasetMissing(f"cannot read images under '{path}': {e}") from None
 
 
+RESIZED = ("folder", "imagenet")  # the data sets whose images --image_size resizes
+
+
 def transforms(name: str, *, cutout: bool = False, cutout_length: int = 16,
                image_size: int = 32, flip: bool = True) -> tuple[T.Compose | None, T.Compose | None]:
     """(training, evaluation) transforms of a data set name (digits are tensors already: None);

@@ -1,5 +1,6 @@
-"""Search-loss gradient saliency (s1, s2, vanilla, sgas_1), eligibility under the restricted and
-unrestricted rules, repeated comparison of candidates, and the prune decision."""
+"""Search-loss gradient saliency (s1, s2) and the other criteria (vanilla, sgas_1) in one registry,
+eligibility under the restricted and unrestricted rules, repeated comparison of candidates, and
+the prune decision."""
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,6 @@ from torch import Tensor
 from plumbing import distributed
 import utils
 from model_search import Supernet
-
-SAL_TYPES = ("task", "vanilla", "sgas_1")
-
 
 def _leaf_betas(model: Supernet) -> Tensor:
     """softmax(alpha) as a leaf tensor (cell types, edges, n_ops): saliency differentiates w.r.t. beta."""
@@ -211,6 +209,57 @@ def saliency_sgas(model: Supernet) -> Tensor:
     return betas * certainty.unsqueeze(-1)
 
 
+# ---------------------------------------------------------------- the criteria
+
+@dataclass(frozen=True)
+class Criterion:
+    """A saliency criterion, `--sal_type NAME`: `score(pruner, batches)` gives every op's saliency
+    (cell types, edges, n_ops; the smallest |S| is pruned first). The help text, `--plan`, the
+    campaign and the audit read these fields."""
+    name: str
+    score: Callable[[Pruner, Iterable], Tensor]
+    help: str  # one line, in --sal_type's help
+    reads_batches: bool  # it passes over the scoring batches at every event (what --plan charges)
+    label: str  # how results, the audit and the campaign name it: FP-DARTS-<label>
+    taylor: bool = False  # the search loss's Taylor terms: --sal_second (s2) and --sal_source apply
+
+    def variant(self, second: bool) -> str:
+        """The label of a search with this criterion (s2 for the Taylor one with --sal_second)."""
+        return "s2" if self.taylor and second else self.label
+
+
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register(criterion: Criterion) -> Criterion:
+    """Make `criterion` a choice of --sal_type (a new name only)."""
+    if criterion.name in CRITERIA:
+        raise ValueError(f"saliency criterion {criterion.name!r} is registered already")
+    CRITERIA[criterion.name] = criterion
+    return criterion
+
+
+def _task(pruner: Pruner, batches: Iterable) -> Tensor:
+    """s1 (and s2 with --sal_second) of the search loss, averaged over processes under torchrun
+    (each scores its own batches); with --sal_source arch_steps the s1 term is the average
+    accumulated over the architecture steps, and only s2's Hessian term reads `batches`."""
+    first = pruner.accumulated() if pruner.source == "arch_steps" else None
+    if pruner.second:
+        s = saliency_second_order(pruner.model, batches, pruner.device, pruner.hessian_coef, pruner.hessian_chunk,
+                                  first_order=first, amp=pruner.amp)
+    else:
+        s = first if first is not None else saliency_first_order(pruner.model, batches, pruner.device, pruner.amp)
+    return distributed.all_reduce_mean(s)
+
+
+register(Criterion("task", _task, "search-loss gradient saliency (FP-DARTS s1; s2 with --sal_second)",
+                   reads_batches=True, label="s1", taylor=True))
+register(Criterion("vanilla", lambda pruner, batches: saliency_vanilla(pruner.model), "beta magnitude",
+                   reads_batches=False, label="vanilla"))
+register(Criterion("sgas_1", lambda pruner, batches: saliency_sgas(pruner.model), "op-level SGAS criterion 1",
+                   reads_batches=False, label="sgas_1"))
+
+
 # ---------------------------------------------------------------- decision
 
 def shortlist(saliency: Tensor, eligible: Tensor, n: int) -> list[int]:
@@ -317,21 +366,8 @@ class Pruner:
         return [int(m.sum()) for m in self.model.host_masks()]
 
     def saliency(self, batches: Iterable) -> Tensor:
-        """Saliency (cell types, edges, n_ops) of every op under `sal_type` (s2 when `second`), averaged over
-        processes under torchrun (each scores its own batches). With source "arch_steps" the s1
-        term is the average accumulated over the architecture steps (`accumulate`), and only
-        s2's Hessian term reads `batches`."""
-        if self.sal_type == "vanilla":
-            return saliency_vanilla(self.model)
-        if self.sal_type == "sgas_1":
-            return saliency_sgas(self.model)
-        first = self.accumulated() if self.source == "arch_steps" else None
-        if self.second:
-            s = saliency_second_order(self.model, batches, self.device, self.hessian_coef, self.hessian_chunk,
-                                      first_order=first, amp=self.amp)
-        else:
-            s = first if first is not None else saliency_first_order(self.model, batches, self.device, self.amp)
-        return distributed.all_reduce_mean(s)
+        """Saliency (cell types, edges, n_ops) of every op under the `sal_type` criterion."""
+        return CRITERIA[self.sal_type].score(self, batches)
 
     # ------------------------------------------------ s1 from the architecture steps
 

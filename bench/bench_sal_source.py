@@ -39,12 +39,12 @@ def watch(records: list):
     """A prune_event that first compares the accumulated saliency with a full pass."""
     real = train_search.prune_event
 
-    def prune_event(run, epoch, step):
-        pruner = run.pruner
+    def prune_event(search, run, epoch, step):
+        pruner = search.pruner
         run.sal_queue.sampler.set_epoch(10_000 + run.events)  # not the order the search draws
-        full = S.saliency_first_order(run.model, run.sal_queue, run.world.device).cpu()
+        full = S.saliency_first_order(search.model, run.sal_queue, run.world.device).cpu()
         accumulated = pruner.accumulated().cpu()
-        for cell, mask in enumerate(run.model.masks()):
+        for cell, mask in enumerate(search.model.masks()):
             if not pruner._unfinished(cell, mask):
                 continue
             live = mask.cpu().flatten()
@@ -55,7 +55,7 @@ def watch(records: list):
                             "steps": pruner.sal_count})
             print(f"epoch {epoch:2d} cell {cell}: Spearman {rho:+.3f} over {int(live.sum())} live ops, "
                   f"same op: {same}  ({pruner.sal_count} architecture steps accumulated)")
-        return real(run, epoch, step)
+        return real(search, run, epoch, step)
     train_search.prune_event = prune_event
 
 

@@ -20,7 +20,7 @@
 # RUNS (default ckpt/search-s[1-4]_*); STAGE="search eval" trains each S1-S4 cell after its search.
 #
 # Every search runs FP-DARTS-s1r (--sal_type task --num_compare 5); the rest is each space's
-# recipe, the defaults of train_search.py (README, "Other search spaces"):
+# recipe, the defaults of train_search.py (docs/spaces.md):
 # S1-S4 (the authors' RobustDARTS code): 50 epochs, 20 of them warm-up, drop-path 0.2 in the
 #   supernet ramped over the epochs, two prune events per epoch until every node keeps 2 live ops
 #   on 2 edges.

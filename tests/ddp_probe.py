@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from plumbing import distributed
-from plumbing.drivers import engine
+from plumbing.drivers import engine, search_run
 import train_search
 import utils
 
@@ -45,9 +45,9 @@ def fit(model, *args, **kwargs):
     return real_fit(model, *args, **kwargs)
 
 
-def finish(run, *args, **kwargs):
-    captured["model"] = run.model
-    return real_finish(run, *args, **kwargs)
+def finish(run, search, *args, **kwargs):
+    captured["model"] = search.model
+    return real_finish(run, search, *args, **kwargs)
 
 
 def killer(real):
@@ -67,7 +67,7 @@ engine.train_one_epoch = killer(engine.train_one_epoch)
 train_search.search_one_epoch = killer(train_search.search_one_epoch)
 real_make_loader, engine.make_loader = engine.make_loader, make_loader
 real_fit, engine.fit = engine.fit, fit
-real_finish, train_search.finish = train_search.finish, finish
+real_finish, search_run.finish = search_run.finish, finish
 
 if __name__ == "__main__":
     script, argv = sys.argv[1], sys.argv[2:]

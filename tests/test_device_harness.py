@@ -115,9 +115,10 @@ def test_a_search_step_reads_the_device_once(tmp_path, extra):
     flags += [] if "nb201" in extra else ["--layers", "3", "--steps", "2"]
     args = train_search.parse_args([*flags, "--warmup", "2", "--out_dir", str(tmp_path), *extra])
     utils.on_device(args, torch.device("cpu"))
-    run = search_run.setup(args, distributed.World(), train_search.build)
+    run = search_run.setup(args, distributed.World())
+    search = train_search.build(args, distributed.World(), run.num_classes)
     every = 4  # (the runs synchronise on one step in timing.SAMPLE_EVERY; fewer steps to count here)
-    run.timer = timing.PhaseTimer(torch.device("cpu"), every=every)
+    search.timer = timing.PhaseTimer(torch.device("cpu"), every=every)
     search_run.start_epoch(run, 0)
     # The batches are read before: a data set's code reads its CPU tensors (in the loader's
     # worker processes on a GPU machine), which the harness cannot tell from device reads.
@@ -125,10 +126,10 @@ def test_a_search_step_reads_the_device_once(tmp_path, extra):
 
     def one_step(step):  # (what search_one_epoch does per step, but the progress line and prune points)
         x, y, x_val, y_val = batches[step % 2]
-        train_search.search_step(run, x, y, x_val, y_val, 0.025, run.meters, f"epoch 0, step {step}")
-        run.timer.tick()
+        train_search.search_step(search, x, y, x_val, y_val, 0.025, run.meters, f"epoch 0, step {step}")
+        search.timer.tick()
 
-    counts, where = per_step_reads(one_step, run.timer, 2 * every + 1)
+    counts, where = per_step_reads(one_step, search.timer, 2 * every + 1)
     steady = counts[1:]  # (the first step copies the masks to the host)
     sampled = [c for i, c in enumerate(steady, 1) if i % every == 0]
     others = [c for i, c in enumerate(steady, 1) if i % every]

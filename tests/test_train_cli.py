@@ -1,4 +1,5 @@
 """train.py and train_imagenet.py end to end: the README commands on a real search directory."""
+import argparse
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import train
 import utils
 from genotypes import genotype_from_dict, is_restricted
 from model import NetworkCIFAR, NetworkImageNet
+from plumbing.drivers import train_args
 from utils import count_parameters_in_M
 
 TINY = ["--epochs", "2", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
@@ -118,3 +120,12 @@ def test_auxiliary_head_on_the_wrong_image_size_is_one_line(tmp_path):
     with pytest.raises(utils.UserError, match=r"head needs 32x32 images, these are 8x8: give --no_aux"):
         train.main(["--arch", "DARTS_V2", "--dataset", "digits", "--out_dir", str(tmp_path), *TINY])
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize("dataset, advice", [("digits", "give --no_auxiliary"),
+                                             ("folder", "give --no_auxiliary (or --image_size 32)")])
+def test_the_auxiliary_head_error_suggests_image_size_only_where_it_is_read(dataset, advice):
+    args = argparse.Namespace(auxiliary=True, mode="train", dataset=dataset)
+    with pytest.raises(utils.UserError) as info:
+        train_args.check_auxiliary(args, 8, 32)
+    assert str(info.value).endswith(advice)

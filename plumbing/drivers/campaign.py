@@ -23,7 +23,7 @@ from plumbing import rundir
 from plumbing.cli import UserError
 from plumbing.fileio import write_json
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: its scripts and modules
 MANIFEST = "campaign.json"  # in the campaign folder
 
 

@@ -36,13 +36,14 @@ class Method:
     second: bool = False  # s2: Hessian rows on ceil(budget / live ops) batches
     num_compare: int = 1  # s1r: the N lowest re-checked on iter_compare + 1 batches each
     arch_steps: bool = False  # s1 from the architecture steps (no saliency pass)
-    sal_pass: bool = True  # the saliency reads batches (--sal_type task); vanilla and sgas_1 do not
+    sal_pass: bool = True  # the criterion reads batches at every event (saliency.Criterion.reads_batches)
 
 
 def method_of(args) -> Method:
     """The Method of a search's flags."""
-    return Method(second=args.sal_second and args.sal_type == "task", num_compare=args.num_compare,
-                  arch_steps=args.sal_source == "arch_steps", sal_pass=args.sal_type == "task")
+    criterion = S.CRITERIA[args.sal_type]
+    return Method(second=args.sal_second and criterion.taylor, num_compare=args.num_compare,
+                  arch_steps=args.sal_source == "arch_steps", sal_pass=criterion.reads_batches)
 
 
 def release_memory(device: torch.device) -> None:

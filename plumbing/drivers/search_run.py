@@ -1,17 +1,18 @@
-"""The run directory of a search: set-up (data, loaders, supernet, logging), the files of every
-epoch and prune event, TensorBoard, checkpoints and exact resume, progress with ETAs, and the
-final results. The algorithm itself (search step, prune event, schedule) is `train_search.py`."""
+"""A search's run and its records: set-up (run directory, logging, data and loaders), the files
+of every epoch and prune event, TensorBoard, checkpoints and exact resume, progress with ETAs,
+and the final results. The algorithm (its state, step, schedule and prune event) is
+`train_search.py`, which calls this module with its state; nothing here calls back into it."""
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
-import torch.nn as nn
 
 import audit
 from plumbing import board
@@ -22,12 +23,12 @@ from plumbing import rundir
 from plumbing import timing
 import utils
 from architect import Architect
-from audit import RULES
+from audit import rules_of
 from data import make_loader
 from plumbing.divergence import Divergence
 from plumbing.fileio import read_jsonl
 from model_search import Supernet
-from saliency import Pruner, PruneSchedule
+from saliency import CRITERIA, Pruner, PruneSchedule
 from search_spaces import recipe_values
 from splits import SPLITS_WHERE, search_data
 from visualize import draw_or_warn
@@ -40,22 +41,22 @@ def fresh_meters() -> list[utils.AverageMeter]:
     return [utils.AverageMeter(), utils.AverageMeter()]
 
 
-@dataclass
-class SearchParts:
-    """What `train_search.build` makes: the supernet and everything that updates it."""
+class Algorithm(Protocol):
+    """What this module reads of the algorithm's state (`train_search.Search`, changed there)."""
     args: argparse.Namespace
     model: Supernet
-    ddp: torch.nn.Module  # the model, DDP-wrapped under torchrun
     optimizer: torch.optim.Optimizer  # the weights'
     architect: Architect
     pruner: Pruner
+    schedule: PruneSchedule
     timer: timing.PhaseTimer
     divergence: Divergence  # --nan_policy
 
 
 @dataclass
-class Search(SearchParts):
-    """A search in progress: its parts, run directory, data and where it stands."""
+class Run:
+    """A search's run: its processes, directory and data, and its records (changed only here)."""
+    args: argparse.Namespace
     world: distributed.World
     dir: Path
     train_queue: torch.utils.data.DataLoader  # the weight steps' batches
@@ -63,7 +64,7 @@ class Search(SearchParts):
     compare_iter: utils.Stream  # s1r's comparison batches (valid_iter itself when they share images)
     sal_queue: torch.utils.data.DataLoader  # the saliency passes' batches
     valid_eval: torch.utils.data.DataLoader  # the end-of-epoch validation, unshuffled
-    schedule: PruneSchedule
+    num_classes: int
     data_split: str
     writer: object  # TensorBoard (a no-op on ranks > 0)
     benchmark: object | None  # the NAS-Bench-201 look-up (rank 0, with --nb201_file)
@@ -73,6 +74,11 @@ class Search(SearchParts):
     batches: Iterator | None = None  # the rest of the current epoch's weight batches
     meters: list = field(default_factory=fresh_meters)  # the current epoch's training meters
     rows: list[dict] = field(default_factory=list)  # one per finished epoch: validation (and benchmark)
+
+    @property
+    def steps(self) -> int:
+        """Weight steps per epoch (per process)."""
+        return len(self.train_queue)
 
 
 def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
@@ -93,18 +99,26 @@ def _cell(value) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def record_event(run: Search, epoch: int, step: int, saliency: torch.Tensor, decisions: list[dict],
-                 live: list[torch.Tensor], audited: list[dict] | None) -> None:
-    """The event's files (its saliency file in the authors' layout, its lines in
-    prune_events.jsonl, every op's saliency and the live ops before it in saliency.jsonl, the
-    audit's lines), TensorBoard histograms of the live ops' saliencies, and the log."""
-    run_dir, space, pruner = run.dir, run.model.space, run.pruner
+def record_event(run: Run, search: Algorithm, epoch: int, step: int, saliency: torch.Tensor,
+                 decisions: list[dict], live: list[torch.Tensor], audited: list[dict] | None) -> None:
+    """Count the prune event (every process) and, on rank 0, write its files (its saliency file
+    in the authors' layout, its lines in prune_events.jsonl, every op's saliency and the live ops
+    before it in saliency.jsonl, the audit's lines), TensorBoard histograms of the live ops'
+    saliencies, and the log."""
+    run.events += 1
+    if run.world.is_main:
+        with search.timer("files"):
+            _write_event(run, search, epoch, step, saliency, decisions, live, audited)
+
+
+def _write_event(run: Run, search: Algorithm, epoch: int, step: int, saliency: torch.Tensor,
+                 decisions: list[dict], live: list[torch.Tensor], audited: list[dict] | None) -> None:
+    run_dir, space, pruner = run.dir, search.model.space, search.pruner
     saliency = saliency.detach().cpu()
     utils.write_json(rundir.epoch_path(run_dir, "sal", epoch),
                      dict(zip(space.cell_types, saliency.tolist())))
-    steps = len(run.train_queue)
     _append(run_dir / rundir.SALIENCY, [{
-        "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": steps,
+        "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": run.steps,
         "saliency": dict(zip(space.cell_types, saliency.tolist())),
         "live": {t: m.int().tolist() for t, m in zip(space.cell_types, live)}}])
     for t, s, m in zip(space.cell_types, saliency, live):
@@ -119,10 +133,11 @@ def record_event(run: Search, epoch: int, step: int, saliency: torch.Tensor, dec
     if audited:
         _append(run_dir / rundir.AUDIT, [{"epoch": epoch, "step": step, **r} for r in audited])
         for r in audited:
+            rules = rules_of(r)
             log.info("audit %s: Spearman |S| vs |true change| %s; true rank of the pick among %d: %s",
-                     r["cell"], ", ".join(f"{k} {r[k]['spearman_abs']:.2f}" for k in RULES), r["eligible"],
-                     ", ".join(f"{k} {r[k]['true_rank']}" for k in RULES))
-            for k in RULES:
+                     r["cell"], ", ".join(f"{k} {r[k]['spearman_abs']:.2f}" for k in rules), r["eligible"],
+                     ", ".join(f"{k} {r[k]['true_rank']}" for k in rules))
+            for k in rules:
                 run.writer.add_scalar(f"audit/{r['cell']}/{k}_spearman_abs", r[k]["spearman_abs"], run.events)
 
 
@@ -131,43 +146,43 @@ def _append(path, records: list[dict]) -> None:
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def save_state(run: Search, epoch: int, step: int | None) -> None:
+def save_state(run: Run, search: Algorithm, epoch: int, step: int | None) -> None:
     """Checkpoint everything an exact resume needs, atomically; `step` None = epoch complete.
 
     Besides weights, alphas, masks and optimizers: the position in the data (the orders
     themselves are functions of the seed and the pass number), every process's random states,
     and how far the log and the prune history had got.
     """
-    with run.timer("files"):
+    with search.timer("files"):
         # Collectives: every process takes part, rank 0 writes.
-        rng, accumulation = utils.rng_states(run.world.device), run.pruner.accumulation_state()
+        rng, accumulation = utils.rng_states(run.world.device), search.pruner.accumulation_state()
         if run.world.is_main:
-            write_checkpoint(run, epoch, step, rng, accumulation)
+            write_checkpoint(run, search, epoch, step, rng, accumulation)
 
 
-def write_checkpoint(run: Search, epoch: int, step: int | None, rng, accumulation: dict) -> None:
+def write_checkpoint(run: Run, search: Algorithm, epoch: int, step: int | None, rng, accumulation: dict) -> None:
     """The checkpoint of `save_state`, written atomically by rank 0."""
     sizes = {name: (run.dir / name).stat().st_size for name in rundir.APPENDED if (run.dir / name).exists()}
     checkpoints.save(run.dir / rundir.CHECKPOINT, previous=run.dir / rundir.PREVIOUS, state={
-        "epoch": epoch, "step": step, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "arch_optimizer": run.architect.optimizer.state_dict(),
+        "epoch": epoch, "step": step, "model": search.model.state_dict(),
+        "optimizer": search.optimizer.state_dict(), "arch_optimizer": search.architect.optimizer.state_dict(),
         "valid_stream": run.valid_iter.state_dict(), "events": run.events, "rng": rng,
         "compare_stream": None if run.compare_iter is run.valid_iter else run.compare_iter.state_dict(),
         "meters": [(m.sum, m.count) for m in run.meters], "rows": run.rows, "world_size": run.world.world_size,
         "log_bytes": (run.dir / rundir.LOG).stat().st_size, "elapsed": time.time() - run.clock,
         "appended_bytes": sizes, "args": vars(run.args),
-        "timer": run.timer.state_dict(), "sal_accumulation": accumulation,
-        "divergence": run.divergence.state_dict()})
+        "timer": search.timer.state_dict(), "sal_accumulation": accumulation,
+        "divergence": search.divergence.state_dict()})
 
 
-def progress(run: Search, epoch: int, step: int, first_step: int, rate: timing.Rate) -> str:
+def progress(run: Run, search: Algorithm, epoch: int, step: int, first_step: int, rate: timing.Rate) -> str:
     """Images per second, and the ETAs of the epoch and of the search at the current rates
     (prune events still due included: at their mean time so far, or before the first one, at
     about one step per saliency batch, marked ~)."""
-    args, steps, timer, rows = run.args, run.schedule.steps, run.timer, run.rows
+    args, steps, timer, rows = run.args, search.schedule.steps, search.timer, run.rows
     step_seconds = rate.step_seconds(step + 1 - first_step)
-    needed = run.pruner.events_left()  # the schedule's points still to come, where events are due:
-    in_epoch, after = run.schedule.points_left(epoch, step, needed)
+    needed = search.pruner.events_left()  # the schedule's points still to come, where events are due:
+    in_epoch, after = search.schedule.points_left(epoch, step, needed)
     spent = sum(timer.total.get(k, 0.0) for k in ("saliency", "compare", "audit"))
     event_seconds = spent / run.events if run.events else len(run.sal_queue) * step_seconds
     validation = timer.total.get("validation", 0.0) / len(rows) if rows else len(run.valid_eval) * step_seconds / 3
@@ -180,19 +195,28 @@ def progress(run: Search, epoch: int, step: int, first_step: int, rate: timing.R
             f"search ETA {guess}{timing.duration(search_left)}")
 
 
-def start_epoch(run: Search, epoch: int, skip: int = 0) -> None:
-    """Begin the epoch's pass over the weight split (skipping `skip` batches already trained)."""
+def start_epoch(run: Run, epoch: int, skip: int = 0) -> None:
+    """Begin the epoch's pass over the weight split with fresh meters, or skipping `skip` batches
+    already trained (the meters then are the checkpoint's)."""
+    if not skip:
+        run.meters = fresh_meters()
     run.train_queue.sampler.set_epoch(epoch)
     run.batches = iter(run.train_queue)
     for _ in range(min(skip, len(run.train_queue))):  # fewer batches when resumed on more processes
         next(run.batches)
 
 
-def resume(run: Search, state: dict) -> tuple[int, int]:
-    """Restore a checkpoint into `run`; return (epoch, first step) to go on from."""
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.architect.optimizer.load_state_dict(state["arch_optimizer"])
+def resume(run: Run, search: Algorithm) -> tuple[int, int]:
+    """Restore the checkpoint being resumed into the run's records and the algorithm's state;
+    return (epoch, first step) to go on from."""
+    state = run.state
+    search.model.load_state_dict(state["model"])
+    search.optimizer.load_state_dict(state["optimizer"])
+    search.architect.optimizer.load_state_dict(state["arch_optimizer"])
+    search.timer.load_state_dict(state["timer"])
+    search.divergence.load_state_dict(state.get("divergence", {}))
+    if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
+        search.pruner.load_accumulation_state(state["sal_accumulation"])
     run.clock -= state["elapsed"]
     if run.world.is_main:
         for name in rundir.APPENDED:
@@ -201,10 +225,6 @@ def resume(run: Search, state: dict) -> tuple[int, int]:
     if state["compare_stream"] is not None:  # (a stream of its own: test-transform scoring)
         run.compare_iter.load_state_dict(state["compare_stream"])
     run.events = state["events"]
-    run.timer.load_state_dict(state["timer"])
-    run.divergence.load_state_dict(state.get("divergence", {}))
-    if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
-        run.pruner.load_accumulation_state(state["sal_accumulation"])
     run.rows = state["rows"]
     epoch, step = state["epoch"], state["step"]
     if step is None:
@@ -221,10 +241,9 @@ def resume(run: Search, state: dict) -> tuple[int, int]:
     return epoch, first
 
 
-def setup(args, world: distributed.World, build: Callable) -> Search:
-    """The run directory (new or resumed), data, and the supernet, optimizers and pruner that
-    `build` makes (train_search.build), and the NAS-Bench-201 benchmark, read by rank 0 only:
-    it is large."""
+def setup(args, world: distributed.World) -> Run:
+    """The run directory (new or resumed: its checkpoint read, not applied yet), logging, the data
+    and its loaders, and the NAS-Bench-201 benchmark, read by rank 0 only: it is large."""
     data = search_data(args.dataset, args.data, split=args.data_split, splits_dir=args.nb201_splits,
                        portion=args.train_portion, subset=args.subset, scoring_transform=args.scoring_transform,
                        cutout=args.cutout, cutout_length=args.cutout_length, image_size=args.image_size,
@@ -260,13 +279,6 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
         dataset, bs, shuffle=shuffle, seed=args.seed + k, workers=args.workers,
         pin_memory=world.device.type == "cuda",
         rank=world.rank, world_size=world.world_size)
-    parts = build(args, world, data.num_classes, utils.memory_format(args.channels_last, world.device))
-    if world.is_main and not args.resume:
-        utils.write_json(run_dir / rundir.SEARCH_SPACE, {**parts.model.space.describe(), "recipe": recipe_values(args),
-                                                         "data_split": data.split})
-    log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(parts.model))
-    if parts.model.space.has_benchmark and args.nb201_file is None:
-        log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
     # End-of-epoch validation gets its own unshuffled loader, so it never moves the validation
     # stream (which an exact resume replays).
     writer = board.writer(run_dir, world.is_main)
@@ -274,30 +286,33 @@ def setup(args, world: distributed.World, build: Callable) -> Search:
     # s1r draws its comparison batches from the architecture stream when it scores on the same
     # images (the DARTS-space code), from a stream of its own over the scoring set otherwise.
     compare_iter = valid_iter if data.scoring is data.arch else utils.Stream(loader(data.scoring, batch_size, 3))
-    train_queue = loader(data.weights, batch_size, 0)
-    schedule = PruneSchedule(args.warmup, args.prune_interval or max(len(train_queue) // 2, 1), len(train_queue),
-                             args.epochs)
-    return Search(
-        **{f.name: getattr(parts, f.name) for f in fields(SearchParts)}, world=world, dir=run_dir,
-        train_queue=train_queue, valid_iter=valid_iter, compare_iter=compare_iter,
-        sal_queue=loader(data.scoring, sal_bs, 2), valid_eval=loader(data.scoring, batch_size, 0, shuffle=False),
-        schedule=schedule, data_split=data.split, writer=writer, benchmark=benchmark, state=state, clock=time.time())
+    return Run(
+        args=args, world=world, dir=run_dir, train_queue=loader(data.weights, batch_size, 0), valid_iter=valid_iter,
+        compare_iter=compare_iter, sal_queue=loader(data.scoring, sal_bs, 2),
+        valid_eval=loader(data.scoring, batch_size, 0, shuffle=False), num_classes=data.num_classes,
+        data_split=data.split, writer=writer, benchmark=benchmark, state=state, clock=time.time())
 
 
-def end_epoch(run: Search, epoch: int, lr: float, train: dict):
-    """Validate the supernet, derive the genotype, write the epoch's files, time accounting and
+def describe(run: Run, model: Supernet) -> None:
+    """The space, recipe and split of a new search in search_space.json, and the supernet's size."""
+    if run.world.is_main and not run.args.resume:
+        utils.write_json(run.dir / rundir.SEARCH_SPACE, {**model.space.describe(), "recipe": recipe_values(run.args),
+                                                         "data_split": run.data_split})
+    log.info("supernet: %.3fM parameters", utils.count_parameters_in_M(model))
+    if model.space.has_benchmark and run.args.nb201_file is None:
+        log.info(nasbench201.HOW_TO.format(run_dir=run.dir))
+
+
+def end_epoch(run: Run, search: Algorithm, epoch: int, lr: float, train: dict, valid: dict, genotype) -> None:
+    """The epoch's records: its row, files, log, time and memory accounting, TensorBoard and
     checkpoint."""
-    args, model, pruner, timer = run.args, run.model, run.pruner, run.timer
-    with timer("validation"):
-        distributed.sync_buffers(model)  # BN statistics: rank 0's, as DDP uses them
-        valid = utils.evaluate(model, run.valid_eval, nn.CrossEntropyLoss(), run.world.device)
+    args, model, timer = run.args, search.model, search.timer
     with timer("files"):
-        genotype = model.genotype(not args.no_restrict, args.num_kept_max)
-        log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], pruner.live_ops())
+        log.info("train_acc %f valid_acc %f live ops %s", train["top1"], valid["top1"], search.pruner.live_ops())
         log.info("genotype = %s", genotype)
         # The epoch's peak memory per phase (MB): in the log, TensorBoard and results.json, not in
         # results.csv, which stays a function of the seed (a resumed search's is identical).
-        peaks = run.timer.memory_lap()
+        peaks = timer.memory_lap()
         row = {"epoch": epoch, "val_loss": valid["loss"], "val_acc": valid["top1"]}
         if model.space.has_benchmark:  # the cell, a key of the benchmark, in results.csv
             row["arch_str"] = genotype
@@ -309,19 +324,18 @@ def end_epoch(run: Search, epoch: int, lr: float, train: dict):
             if args.save_one_shot:
                 checkpoints.save(rundir.one_shot_path(run.dir, epoch), {"model": model.state_dict()})
     # The epoch's seconds per phase (its end-of-epoch checkpoint counts in the next epoch's).
-    seconds = run.timer.lap()
+    seconds = timer.lap()
     log.info("epoch %d time: %s", epoch, timing.summary(seconds))
     log.info("epoch %d memory (%s): %s", epoch, timer.memory.kind, timing.memory_text(peaks))
     with timer("files"):
-        write_scalars(run, epoch, lr, train, valid, row, seconds, peaks)
-    save_state(run, epoch, None)
-    return genotype, valid
+        write_scalars(run, search, epoch, lr, train, valid, row, seconds, peaks)
+    save_state(run, search, epoch, None)
 
 
-def write_scalars(run: Search, epoch: int, lr: float, train: dict, valid: dict, row: dict,
+def write_scalars(run: Run, search: Algorithm, epoch: int, lr: float, train: dict, valid: dict, row: dict,
                   seconds: dict, peaks: dict) -> None:
     """The epoch's TensorBoard scalars (rank 0)."""
-    model, pruner = run.model, run.pruner
+    model, pruner = search.model, search.pruner
     if run.world.is_main:
         scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "valid/loss": valid["loss"],
                    "valid/top1": valid["top1"], "lr": lr,
@@ -347,24 +361,25 @@ def write_summary(run_dir) -> None:
                     type(e).__name__, e, run_dir)
 
 
-def finish(run: Search, genotype, valid: dict) -> dict:
+def finish(run: Run, search: Algorithm, genotype, valid: dict) -> dict:
     """The final genotype, its drawing and results.json."""
-    args, run_dir, pruner = run.args, run.dir, run.pruner
-    with run.timer("files"):
+    args, run_dir, pruner, timer = run.args, run.dir, search.pruner, search.timer
+    with timer("files"):
         run.writer.close()
         # Under torchrun, prove that every process ends with the same alphas, masks and genotype.
-        distributed.check_agree("architectures", repr(genotype), [*run.model.arch_parameters(), *run.model.masks()])
-    space = run.model.space
+        distributed.check_agree("architectures", repr(genotype),
+                                [*search.model.arch_parameters(), *search.model.masks()])
+    space = search.model.space
     results = {"variant": variant_name(args), "search_space": space.name, "dataset": args.dataset,
                "genotype": space.format.to_dict(genotype),
                "seed": args.seed, "final_valid_top1": valid["top1"], "final_valid_loss": valid["loss"],
                "pruning_finished": pruner.finished(), "live_ops": pruner.live_ops(),
                "search_cost_seconds": time.time() - run.clock, "device": str(run.world.device),
                "world_size": run.world.world_size,
-               "time_seconds": distributed.broadcast(dict(run.timer.total)),  # rank 0's
-               "memory": distributed.broadcast(run.timer.memory_summary()),
-               "supernet_params_M": utils.count_parameters_in_M(run.model), "run_dir": str(run_dir),
-               "recipe": recipe_values(args), "data_split": run.data_split, **run.divergence.results(),
+               "time_seconds": distributed.broadcast(dict(timer.total)),  # rank 0's
+               "memory": distributed.broadcast(timer.memory_summary()),
+               "supernet_params_M": utils.count_parameters_in_M(search.model), "run_dir": str(run_dir),
+               "recipe": recipe_values(args), "data_split": run.data_split, **search.divergence.results(),
                "audit": audit.summary(read_jsonl(run_dir / rundir.AUDIT)) if run.world.is_main else None}
     if space.has_benchmark:  # the cell, and its benchmark accuracies with --nb201_file
         results.update(nasbench201.summary(run.rows, args.nb201_file) if args.nb201_file
@@ -374,7 +389,7 @@ def finish(run: Search, genotype, valid: dict) -> dict:
         utils.write_json(run_dir / rundir.RESULTS, results)  # the results first: a drawing may fail
         draw_or_warn(space.format, genotype, run_dir / rundir.DRAWING, log.warning, str(run_dir / rundir.FINAL_ARCH))
         if args.summary:
-            with run.timer("files"):
+            with timer("files"):
                 write_summary(run_dir)
         if space.has_benchmark and not args.nb201_file:
             log.info(nasbench201.HOW_TO.format(run_dir=run_dir))
@@ -383,11 +398,8 @@ def finish(run: Search, genotype, valid: dict) -> dict:
 
 
 def variant_name(args) -> str:
-    """The paper's name of the configuration: FP-DARTS-s1, -s2, -s1r (+ larger space; + saliency
-    from the architecture steps)."""
-    name = {"task": "s2" if args.sal_second else "s1"}.get(args.sal_type, args.sal_type)
-    name += "r" if args.num_compare > 1 else ""
+    """The paper's name of the configuration: FP-DARTS-s1, -s2, -s1r, another criterion's label
+    (+ larger space; + saliency from the architecture steps)."""
+    name = CRITERIA[args.sal_type].variant(args.sal_second) + ("r" if args.num_compare > 1 else "")
     name = f"FP-DARTS-{name}" + ("-larger" if args.no_restrict else "")
-    return name + ("+arch_steps" if getattr(args, "sal_source", "pass") == "arch_steps" else "")
-
-
+    return name + ("+arch_steps" if args.sal_source == "arch_steps" else "")

@@ -11,6 +11,7 @@ from plumbing import divergence
 from plumbing.drivers import plan
 from plumbing import rundir
 import utils
+from data import RESIZED
 from genotypes import is_restricted, load_genotype, load_genotype_of
 
 
@@ -88,8 +89,9 @@ def check_common_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
 def check_auxiliary(args, image_size: int, expected: int) -> None:
     """The DARTS auxiliary heads are built for one input size (32 px on CIFAR, 224 on ImageNet)."""
     if args.auxiliary and args.mode == "train" and image_size != expected:
+        resize = f" (or --image_size {expected})" if args.dataset in RESIZED else ""
         raise utils.UserError(f"the auxiliary head needs {expected}x{expected} images, these are "
-                              f"{image_size}x{image_size}: give --no_auxiliary (or --image_size {expected})")
+                              f"{image_size}x{image_size}: give --no_auxiliary{resize}")
 
 
 def genotype_sources(base_dir: str | None, names: list, arch: str | None,
