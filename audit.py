@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from statistics import fmean
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 import utils
 from model_search import Supernet
-from saliency import Criterion, removal_change, saliency_first_order, saliency_second_order, shortlist, spearman
+from saliency import (Criterion, explicit_batchnorm, op_removed, saliency_first_order, saliency_second_order,
+                      shortlist)
 
 # The rules audited at every audited event, by the coefficient of their Hessian term: s1 (none),
 # s2 as the authors weight it (1) and s2 with the Taylor expansion's 1/2. A search with another
@@ -38,6 +40,44 @@ def untouched(model: Supernet):
             for b, saved in zip(model.buffers(), buffers):
                 b.copy_(saved)
         utils.set_rng_state(rng, device)
+
+
+@torch.no_grad()
+def removal_change(model: Supernet, batches: Iterable, device: torch.device) -> Tensor:
+    """The true effect of pruning each live op alone: L(supernet without op k) - L(supernet),
+    the search loss averaged over `batches` (cell types, edges, n_ops; 0 for pruned entries).
+
+    Each op is removed as a prune removes it (its keep-mask entry flipped in place, the other
+    mixing weights unchanged) and restored. BN normalises with the batch statistics, as in the
+    saliency pass, but updates no running statistics, so every removal sees the same network.
+    What s1 and s2 estimate to first and second order; the saliency audit compares them with it.
+    """
+    model.train()
+    masks = model.masks()
+    batches = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches]
+    loss = lambda: sum(F.cross_entropy(model(x), y).double() for x, y in batches) / len(batches)
+    change = torch.zeros(len(masks), *masks[0].shape, dtype=torch.float64, device=device)
+    with explicit_batchnorm(model):
+        base = loss()
+        for cell, mask in enumerate(masks):
+            for edge, op in mask.nonzero().tolist():
+                with op_removed(mask, edge, op):
+                    change[cell, edge, op] = loss() - base
+    return change
+
+
+def ranks(x: Tensor) -> Tensor:
+    """Ranks 0..n-1 of the values of a 1-d tensor (ties broken by position)."""
+    out = torch.empty_like(x)
+    out[x.argsort(stable=True)] = torch.arange(len(x), dtype=x.dtype, device=x.device)
+    return out
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two 1-d tensors (ties broken by position)."""
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def true_rank(truth: Tensor, eligible: Tensor, flat: int) -> int:

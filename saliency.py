@@ -155,44 +155,6 @@ def op_removed(mask: Tensor, edge: int, op: int):
         mask[edge, op] = True
 
 
-@torch.no_grad()
-def removal_change(model: Supernet, batches: Iterable, device: torch.device) -> Tensor:
-    """The true effect of pruning each live op alone: L(supernet without op k) - L(supernet),
-    the search loss averaged over `batches` (cell types, edges, n_ops; 0 for pruned entries).
-
-    Each op is removed as a prune removes it (its keep-mask entry flipped in place, the other
-    mixing weights unchanged) and restored. BN normalises with the batch statistics, as in the
-    saliency pass, but updates no running statistics, so every removal sees the same network.
-    What s1 and s2 estimate to first and second order; the saliency audit compares them with it.
-    """
-    model.train()
-    masks = model.masks()
-    batches = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches]
-    loss = lambda: sum(F.cross_entropy(model(x), y).double() for x, y in batches) / len(batches)
-    change = torch.zeros(len(masks), *masks[0].shape, dtype=torch.float64, device=device)
-    with explicit_batchnorm(model):
-        base = loss()
-        for cell, mask in enumerate(masks):
-            for edge, op in mask.nonzero().tolist():
-                with op_removed(mask, edge, op):
-                    change[cell, edge, op] = loss() - base
-    return change
-
-
-def ranks(x: Tensor) -> Tensor:
-    """Ranks 0..n-1 of the values of a 1-d tensor (ties broken by position)."""
-    out = torch.empty_like(x)
-    out[x.argsort(stable=True)] = torch.arange(len(x), dtype=x.dtype, device=x.device)
-    return out
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman's rank correlation of two 1-d tensors (ties broken by position)."""
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
-
-
 def saliency_vanilla(model: Supernet) -> Tensor:
     """Magnitude pruning: S = beta."""
     return model.betas().detach()

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.seed = utils.resolve_seed(args.seed)
     run = search_run.setup(args, world)
     search = build(args, world, run.num_classes, utils.memory_format(args.channels_last, world.device))
-    search.schedule = prune_schedule(args, run.steps)
+    search.schedule = prune_schedule(args, len(run.train_queue))
     search_run.describe(run, search.model)
     first_epoch, first_step = search_run.resume(run, search) if args.resume else (0, 0)
     if first_epoch >= args.epochs:  # finished: with its results, or stopped before writing them (a full disk)

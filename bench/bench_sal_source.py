@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plumbing import rundir  # noqa: E402
+import audit  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 
@@ -50,7 +51,7 @@ def watch(records: list):
             live = mask.cpu().flatten()
             eligible = pruner.space.eligible(cell, mask, pruner.restrict).cpu()
             same = S.shortlist(full[cell], eligible, 1) == S.shortlist(accumulated[cell], eligible, 1)
-            rho = S.spearman(full[cell].abs().flatten()[live], accumulated[cell].abs().flatten()[live])
+            rho = audit.spearman(full[cell].abs().flatten()[live], accumulated[cell].abs().flatten()[live])
             records.append({"epoch": epoch, "cell": cell, "spearman": rho, "same_op": same,
                             "steps": pruner.sal_count})
             print(f"epoch {epoch:2d} cell {cell}: Spearman {rho:+.3f} over {int(live.sum())} live ops, "

@@ -1,7 +1,7 @@
 """Checkpoints that survive what long runs meet: each written atomically, carrying a digest of its
 contents, with the one before it kept beside it (checkpoint.prev.pt, a hard link: no copy); read
-back with the digest checked, and on --resume the previous one taken, with a warning, when the
-newest is missing, cut short or corrupt."""
+back with the digest checked (a file without one is refused), and on --resume the previous one
+taken, with a warning, when the newest is missing, cut short, corrupt or without a digest."""
 from __future__ import annotations
 
 import hashlib
@@ -68,18 +68,19 @@ def keep(source: Path, target: Path) -> None:
 
 
 def load(path: str | Path) -> dict:
-    """A checkpoint on the CPU, its digest checked (checkpoints of earlier versions have none), or
-    UserError naming the file in one line."""
+    """A checkpoint on the CPU, its digest checked, or UserError naming the file in one line: a
+    file that is missing, cut short, corrupt or carries no digest (not written by `save`)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
     except Exception as e:  # truncated or corrupt files raise many different errors
         raise UserError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and DIGEST in state:
-        stored = state.pop(DIGEST)
-        if digest(state) != stored:
-            raise UserError(f"{path}: corrupt checkpoint (its contents do not match its digest)")
+    if not isinstance(state, dict) or DIGEST not in state:
+        raise UserError(f"{path}: not a checkpoint of these scripts (it carries no digest of its contents)")
+    stored = state.pop(DIGEST)
+    if digest(state) != stored:
+        raise UserError(f"{path}: corrupt checkpoint (its contents do not match its digest)")
     return state
 
 
@@ -91,9 +92,9 @@ def position(state: dict) -> str:
 
 def resume(path: str | Path) -> tuple[Path, dict]:
     """(run directory, checkpoint) for `--resume`, given a run directory or a checkpoint file. A
-    newest checkpoint that is missing, cut short or corrupt gives way to the previous one (a
-    warning on stderr names it and says which epoch is done again); only when neither is good does
-    it stop, in one line. A checkpoint of an earlier version comes completed by `rundir.legacy_state`."""
+    newest checkpoint that is missing, cut short, corrupt or without a digest gives way to the
+    previous one (a warning on stderr names it and says which epoch is done again); only when
+    neither is good does it stop, in one line."""
     given = Path(path)
     newest = given / rundir.CHECKPOINT if given.is_dir() else given
     previous = newest.with_name(rundir.PREVIOUS)
@@ -110,4 +111,4 @@ def resume(path: str | Path) -> tuple[Path, dict]:
         keep(previous, newest)  # the good one under the usual name: the next save keeps it
         sys.stderr.write(f"warning: {why}; resuming from the previous checkpoint, {previous}, instead (at "
                          f"{position(state)}): what came after it is done again\n")
-    return newest.parent, rundir.legacy_state(state)
+    return newest.parent, state

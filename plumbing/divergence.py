@@ -118,4 +118,4 @@ class Divergence:
         return {"in_a_row": dict(self.in_a_row), "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
-        self.in_a_row, self.skipped = dict(state.get("in_a_row", {})), state.get("skipped", 0)
+        self.in_a_row, self.skipped = dict(state["in_a_row"]), state["skipped"]

@@ -191,19 +191,3 @@ def check_resumable(checkpoint: Path, saved: dict, args) -> None:
             raise UserError(f"{checkpoint}: checkpoint from a different configuration "
                             f"(--{key} {old} there, {getattr(args, key)} now)")
 
-
-def legacy_state(state: dict) -> dict:
-    """A checkpoint written by an earlier version, completed with what that version did: no time
-    accounting, the prune history as the only append-only file (its size under an older name),
-    no s1 accumulation, no comparison stream of its own, and a search's flags as they acted."""
-    state.setdefault("timer", {"total": {}, "mark": {}})
-    state.setdefault("appended_bytes", {PRUNE_EVENTS: state.get("events_bytes", 0)})
-    state.setdefault("sal_accumulation", None)
-    state.setdefault("compare_stream", None)
-    saved = state.get("args", {})
-    if isinstance(saved.get("channels_last"), bool):  # a training run's, when the flag was on/off only
-        saved["channels_last"] = "on" if saved["channels_last"] else "off"
-    if "sal_second" in saved and "lr_schedule" not in saved:  # a search from before the recipes
-        state["args"] = {**saved, "drop_path_prob": 0.0,  # (accepted and ignored then)
-                         "sal_batch_size": saved.get("sal_batch_size") or (32 if saved["sal_second"] else saved["batch_size"])}
-    return state

@@ -174,8 +174,7 @@ class PhaseTimer:
 
     def load_state_dict(self, state: dict) -> None:
         self.total, self.mark = dict(state["total"]), dict(state["mark"])
-        # (checkpoints from before the memory accounting have no peaks)
-        self.peak, self.peak_reserved = dict(state.get("peak", {})), dict(state.get("peak_reserved", {}))
+        self.peak, self.peak_reserved = dict(state["peak"]), dict(state["peak_reserved"])
 
 
 def memory_text(peaks: dict[str, float]) -> str:

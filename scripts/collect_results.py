@@ -7,8 +7,7 @@ evaluation belongs to the search whose `results_of_7q/genotype/<epoch>.txt` its 
 names (matched by path, relative paths against the current directory, then by the search run
 directory's name), else to the nearest enclosing search run directory, else to no search: its
 variant is then the genotype's name (`DARTS_V2`) or file stem, or the search run directory's name
-when that search was not scanned. A missing `dataset` is "imagenet" for `imagenet-*` run
-directories, else "cifar10"; a missing `world_size` is 1.
+when that search was not scanned.
 
 Printed: one table per dataset with one row per variant, then `### searches`, one row per search
 variant (also the searches not evaluated yet). Searches in another space than the DARTS space carry
@@ -23,13 +22,16 @@ params (M) and search cost 2, mult-adds (M) 1. Search cost is `search_cost_secon
 3600` of each distinct linked search run, in GPU-hours; when a search ran on a device other than
 CUDA, the device kinds follow in brackets, e.g. `1.20 ± 0.10 (cpu)`; `–` when no search is linked.
 The CSV holds the evaluation rows as plain numbers (empty when not available, std empty for n = 1).
-Unreadable results.json files are skipped with a warning; a missing root or no results at all is an
-error: one line on stderr, exit code 2.
+Unreadable results.json files, and those without what the tables read (a search's: a known
+`search_space`, `dataset`, `world_size` and `device`; an evaluation's: `dataset` and
+`genotype_source`), are skipped with a warning; a missing root or no results at all is an error:
+one line on stderr, exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import logging
@@ -39,10 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nasbench201 import METRICS  # noqa: E402
 from plumbing.cli import ArgumentParser, UserError, run_cli  # noqa: E402
 from plumbing.fileio import atomic_write  # noqa: E402
-from nasbench201 import METRICS  # noqa: E402
-from plumbing.rundir import IMAGENET_EVAL, kind_of, results_files, search_of_epoch_file  # noqa: E402
+from plumbing.rundir import results_files, search_of_epoch_file  # noqa: E402
+from search_spaces import DARTS_RECIPE, RDARTS_RECIPE, SearchSpace, get_space  # noqa: E402
 
 log = logging.getLogger("collect_results")
 
@@ -50,7 +53,10 @@ CSV_FIELDS = ("dataset", "variant", "n", "test_top1_mean", "test_top1_std", "par
               "multadds_M_mean", "multadds_M_std", "search_gpu_hours_mean", "search_gpu_hours_std")
 EVAL_COLUMNS = ("Variant", "Test top-1 (%)", "Params (M)", "Mult-adds (M)", "Search cost (GPU-h)", "Seeds")
 SEARCH_COLUMNS = ("Variant", "Supernet valid top-1 (%)", "Search cost (GPU-h)", "Searches")
-ROBUST_SPACES, ROBUST_DATASETS = ("s1", "s2", "s3", "s4"), ("cifar10", "cifar100", "svhn")
+ROBUST_DATASETS = ("cifar10", "cifar100", "svhn")
+# What each kind of run's results.json must hold for the tables (a search's also `variant`, an
+# evaluation's `final_test_top1`).
+SEARCH_KEYS, EVAL_KEYS = ("search_space", "dataset", "world_size", "device"), ("dataset", "genotype_source")
 NB201_COLUMNS = ("Variant", "CIFAR-10 valid", "CIFAR-10 test", "CIFAR-100 valid", "CIFAR-100 test",
                  "ImageNet16-120 valid", "ImageNet16-120 test", "Search cost (GPU-h)", "Searches")
 
@@ -91,23 +97,43 @@ def scan(roots: list[Path]) -> tuple[dict[Path, dict], list[tuple[Path, dict]]]:
                 log.warning("skipping %s: %s", path, e)
                 continue
             if isinstance(data, dict) and isinstance(data.get("variant"), str):
-                searches[run_dir] = data
+                if why := unfit(data, SEARCH_KEYS):
+                    log.warning("skipping %s: a search's results %s", path, why)
+                else:
+                    searches[run_dir] = data
             elif isinstance(data, dict) and _number(data.get("final_test_top1")) is not None:
-                evals.append((run_dir, data))
+                if why := unfit(data, EVAL_KEYS):
+                    log.warning("skipping %s: an evaluation's results %s", path, why)
+                else:
+                    evals.append((run_dir, data))
             else:
                 log.warning("skipping %s: neither a search (variant) nor an evaluation (final_test_top1)",
                             path)
     return searches, evals
 
 
+def unfit(data: dict, keys: tuple[str, ...]) -> str | None:
+    """Why a run's results cannot go in the tables (a key of `keys` missing, or a search space
+    that does not exist), or None."""
+    missing = [key for key in keys if key not in data]
+    if missing:
+        return f"without {', '.join(missing)}"
+    if "search_space" in keys:
+        try:
+            space_of(data)
+        except (ValueError, TypeError):
+            return f"in an unknown search space ({data['search_space']!r})"
+    return None
+
+
 def find_search(run_dir: Path, data: dict, searches: dict[Path, dict]) -> Path | None:
     """The scanned search run an evaluation trained a genotype of (see the module docstring), or None."""
-    search = search_of_epoch_file(Path(str(data.get("genotype_source", ""))))
+    search = search_of_epoch_file(Path(str(data["genotype_source"])))
     if search is not None:
         resolved = (Path.cwd() / search).resolve()
         if resolved in searches:
             return resolved
-        named = sorted(s for s in searches if s.name == search.name)
+        named = sorted(s for s in searches if s.parts[-1] == search.parts[-1])  # (the same directory name)
         if named:
             return named[0]
     return next((p for p in run_dir.parents if p in searches), None)
@@ -119,23 +145,39 @@ def unlinked_variant(source: str) -> str:
     return search.name if search is not None else (Path(source).stem or source or "unknown")
 
 
-def space_of(search: dict | None) -> str:
-    """The search space of a search's results (older ones, without the key: the DARTS space)."""
-    return str((search or {}).get("search_space") or "darts")
+def space_of(search: dict) -> SearchSpace:
+    """The search space of a search's results."""
+    return _space(search["search_space"])
 
 
-def labelled(variant: str, search: dict, dataset: bool = False) -> str:
-    """`variant`, with the search space in brackets unless it is the DARTS space, and (with
-    `dataset`) the data set searched on unless it is CIFAR-10."""
-    space, searched = space_of(search), search.get("dataset") or "cifar10"
-    return variant + ("" if space == "darts" else f" [{space}]") + (
+@functools.cache
+def _space(name: str) -> SearchSpace:
+    """The search space named `name`: one object per space, so that rows group by it."""
+    return get_space(name)
+
+
+# What the tables ask of a space (the DARTS space's rows carry no bracket, RobustDARTS' S1-S4
+# have a table of their own), told by the authors' search recipe the space comes with.
+def is_darts_space(space: SearchSpace) -> bool:
+    return space.recipe is DARTS_RECIPE
+
+
+def is_robustdarts(space: SearchSpace) -> bool:
+    return space.recipe is RDARTS_RECIPE
+
+
+def labelled(variant: str, search: dict, *, space: bool = True, dataset: bool = False) -> str:
+    """`variant`, with (`space`) the search space in brackets unless it is the DARTS space, and
+    (`dataset`) the data set searched on unless it is CIFAR-10."""
+    found, searched = space_of(search), search["dataset"]
+    return variant + ("" if not space or is_darts_space(found) else f" [{found.name}]") + (
         f" on {searched}" if dataset and searched != "cifar10" else "")
 
 
 def gpu_hours(search: dict) -> float | None:
-    """Device-hours of a search: wall seconds times processes (a missing world_size is 1) / 3600."""
+    """Device-hours of a search: wall seconds times processes / 3600."""
     seconds = _number(search.get("search_cost_seconds"))
-    return None if seconds is None else seconds * (_number(search.get("world_size")) or 1) / 3600
+    return None if seconds is None else seconds * search["world_size"] / 3600
 
 
 def summarise(row: dict, columns: dict[str, list[float]], searches: list[dict]) -> dict:
@@ -145,7 +187,7 @@ def summarise(row: dict, columns: dict[str, list[float]], searches: list[dict]) 
     for name, values in columns.items():
         row[f"{name}_mean"] = statistics.mean(values) if values else None
         row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else None
-    row["search_devices"] = ", ".join(sorted({str(s.get("device", "unknown")).split(":")[0] for s in timed}))
+    row["search_devices"] = ", ".join(sorted({str(s["device"]).split(":")[0] for s in timed}))
     return row
 
 
@@ -154,10 +196,9 @@ def evaluation_rows(searches: dict[Path, dict], evals: list[tuple[Path, dict]]) 
     groups: dict[tuple[str, str], list[tuple[dict, Path | None]]] = {}
     for run_dir, data in evals:
         search = find_search(run_dir, data, searches)
-        source = str(data.get("genotype_source", ""))
+        source = str(data["genotype_source"])
         variant = labelled(searches[search]["variant"], searches[search]) if search else unlinked_variant(source)
-        dataset = data.get("dataset") or ("imagenet" if kind_of(run_dir) == IMAGENET_EVAL else "cifar10")
-        groups.setdefault((str(dataset), variant), []).append((data, search))
+        groups.setdefault((str(data["dataset"]), variant), []).append((data, search))
     rows = []
     for (dataset, variant), runs in sorted(groups.items()):
         linked = [searches[s] for s in dict.fromkeys(s for _, s in runs if s is not None)]
@@ -165,7 +206,7 @@ def evaluation_rows(searches: dict[Path, dict], evals: list[tuple[Path, dict]]) 
                    for key, field in (("test_top1", "final_test_top1"), ("params_M", "params_M"),
                                       ("multadds_M", "multadds_M"))}
         row = {"table": dataset, "dataset": dataset, "variant": variant, "n": len(runs),
-               "search_space": space_of(linked[0] if linked else None),
+               "space": space_of(linked[0]) if linked else None,
                "base_variant": linked[0]["variant"] if linked else variant}
         rows.append(summarise(row, columns, linked))
     return rows
@@ -189,9 +230,8 @@ def nb201_rows(searches: dict[Path, dict]) -> list[dict]:
     std of the benchmark accuracies of their final cells (searches not looked up count in n only)."""
     groups: dict[str, list[dict]] = {}
     for data in searches.values():
-        if space_of(data) == "nb201":
-            groups.setdefault(labelled(data["variant"], {**data, "search_space": "darts"}, dataset=True),
-                              []).append(data)
+        if space_of(data).has_benchmark:  # (the table is NAS-Bench-201's: no bracket)
+            groups.setdefault(labelled(data["variant"], data, space=False, dataset=True), []).append(data)
     rows = []
     for variant, runs in sorted(groups.items()):
         found = [d["benchmark"] for d in runs if isinstance(d.get("benchmark"), dict)]
@@ -202,21 +242,23 @@ def nb201_rows(searches: dict[Path, dict]) -> list[dict]:
 
 def robustdarts_table(rows: list[dict]) -> list[str]:
     """Markdown lines of the S1-S4 table: test error (100 - top-1) per space and data set."""
-    part = [r for r in rows if r.get("search_space") in ROBUST_SPACES and r["dataset"] in ROBUST_DATASETS]
+    part = [r for r in rows if r.get("space") is not None and is_robustdarts(r["space"])
+            and r["dataset"] in ROBUST_DATASETS]
     if not part:
         return []
     body = []
-    for variant, space in sorted({(r["base_variant"], r["search_space"]) for r in part}, key=lambda k: (k[1], k[0])):
+    pairs = sorted({(r["base_variant"], r["space"]) for r in part}, key=lambda k: (k[1].name, k[0]))
+    for variant, space in pairs:
         cells = []
         for dataset in ROBUST_DATASETS:
-            match = [r for r in part if (r["base_variant"], r["search_space"], r["dataset"]) == (variant, space, dataset)]
+            match = [r for r in part if (r["base_variant"], r["space"], r["dataset"]) == (variant, space, dataset)]
             if not match:
                 cells.append("–")
                 continue
             mean, std, n = match[0]["test_top1_mean"], match[0]["test_top1_std"], match[0]["n"]
             error = "–" if mean is None else f"{100 - mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
             cells.append(f"{error} ({n})")
-        body.append((space.upper(), variant, *cells))
+        body.append((space.name.upper(), variant, *cells))
     header = ("Space", "Variant", "CIFAR-10", "CIFAR-100", "SVHN")
     rule = ["---", "---"] + ["---:"] * 3
     return ["### RobustDARTS S1-S4: test error (%) (seeds)", "",

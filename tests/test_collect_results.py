@@ -19,7 +19,9 @@ def write(run_dir, **results):
 
 
 def search(root, name, variant, seed, seconds, valid, device="cuda:0", **extra):
-    """A search run directory with a genotype file for epoch 49."""
+    """A search run directory with a genotype file for epoch 49 (by default a one-process search
+    on CIFAR-10 in the DARTS space)."""
+    extra = {"search_space": "darts", "dataset": "cifar10", "world_size": 1, **extra}
     run = write(root / name, variant=variant, seed=seed, search_cost_seconds=seconds, device=device,
                 final_valid_top1=valid, genotype={}, **extra)
     (run / "results_of_7q" / "genotype").mkdir(parents=True)
@@ -28,9 +30,10 @@ def search(root, name, variant, seed, seconds, valid, device="cuda:0", **extra):
 
 
 def evaluation(run_dir, top1, params, madds, source, **extra):
-    """An evaluation run directory."""
+    """An evaluation run directory (by default on CIFAR-10)."""
     return write(run_dir, final_test_top1=top1, final_test_top5=99.0, params_M=params, multadds_M=madds,
-                 genotype_source=str(source), seed=0, wall_time_seconds=10.0, device="cuda:0", **extra)
+                 genotype_source=str(source), seed=0, wall_time_seconds=10.0, device="cuda:0",
+                 **{"dataset": "cifar10", "world_size": 1, **extra})
 
 
 @pytest.fixture
@@ -39,19 +42,15 @@ def tree(tmp_path):
     (evaluated under tmp_path/evals), an unevaluated CPU s2 search, a corrupt results.json;
     tmp_path/evals: the s1r evaluations and a DARTS_V2 one."""
     ckpt, evals = tmp_path / "ckpt", tmp_path / "evals"
-    # s1: 1.0, 2.0 and 1.5 GPU-hours (world_size 1, absent, 1); valid 88, 89, 90; test 97.0, 97.2, 97.4
-    s1_runs = ((0, 3600, 1, 97.0, 3.3, 500), (1, 7200, None, 97.2, 3.4, 520), (2, 5400, 1, 97.4, 3.5, 540))
-    for seed, seconds, ws, top1, params, madds in s1_runs:
-        extra = {} if ws is None else {"world_size": ws}
-        run = search(ckpt, f"search-s1-20240101-00000{seed}-task{seed}", S1, seed, seconds, 88.0 + seed,
-                     dataset="cifar10", **extra)
+    # s1: 1.0, 2.0 and 1.5 GPU-hours; valid 88, 89, 90; test 97.0, 97.2, 97.4
+    s1_runs = ((0, 3600, 97.0, 3.3, 500), (1, 7200, 97.2, 3.4, 520), (2, 5400, 97.4, 3.5, 540))
+    for seed, seconds, top1, params, madds in s1_runs:
+        run = search(ckpt, f"search-s1-20240101-00000{seed}-task{seed}", S1, seed, seconds, 88.0 + seed)
         genotype = run / "results_of_7q" / "genotype" / "49.txt"
-        # an older results.json without `dataset`: cifar10, from the eval- name
-        dataset = {} if seed == 1 else {"dataset": "cifar10"}
-        evaluation(run / f"eval-s1-2024010{seed}-000000-g49", top1, params, madds, genotype, **dataset)
+        evaluation(run / f"eval-s1-2024010{seed}-000000-g49", top1, params, madds, genotype)
     # ImageNet eval of the first s1 search, linked by a genotype path relative to tmp_path (the cwd)
     evaluation(evals / "imagenet-s1-20240105-000000-g49", 75.3, 5.1, 580.0,
-               "ckpt/search-s1-20240101-000000-task0/results_of_7q/genotype/49.txt")
+               "ckpt/search-s1-20240101-000000-task0/results_of_7q/genotype/49.txt", dataset="imagenet")
     # s1r on 2 GPUs: 1800 s and 2700 s of wall time -> 1.0 and 1.5 GPU-hours
     for k, seconds in enumerate((1800, 2700)):
         search(ckpt, f"search-s1r-20240102-00000{k}-task{k}", S1R, k, seconds, 91.0, world_size=2)
@@ -151,6 +150,31 @@ def test_searches_only(tmp_path):
                                             "params_M_mean", "params_M_std", "multadds_M_mean",
                                             "multadds_M_std", "search_gpu_hours_mean",
                                             "search_gpu_hours_std"]) + "\n")
+
+
+def test_results_without_what_the_tables_read_are_skipped_with_a_warning(tmp_path):
+    """A search's results.json without its space (or in a space that does not exist) or an
+    evaluation's without its data set: one warning each, as for an unreadable file."""
+    kept = search(tmp_path, "search-s1-20240101-000000-task0", S1, 0, 3600, 88.0)
+    spaceless = search(tmp_path, "search-s1-20240101-000001-task1", S1, 1, 3600, 89.0)
+    data = json.loads((spaceless / "results.json").read_text())
+    del data["search_space"]
+    (spaceless / "results.json").write_text(json.dumps(data))
+    unknown = search(tmp_path, "search-s1-20240101-000002-task2", S1, 2, 3600, 90.0, search_space="s9")
+    evaluation(kept / "eval-s1-20240102-000000-g49", 97.0, 3.3, 500.0,
+               kept / "results_of_7q" / "genotype" / "49.txt")
+    data = json.loads((kept / "eval-s1-20240102-000000-g49" / "results.json").read_text())
+    del data["dataset"]
+    (kept / "eval-s1-20240102-000001-g49").mkdir()
+    (kept / "eval-s1-20240102-000001-g49" / "results.json").write_text(json.dumps(data))
+    result = run_cli(SCRIPT, tmp_path)
+    assert "| FP-DARTS-s1 | 97.00 | 3.30 | 500.0 | 1.00 | 1 |" in result.stdout
+    assert "| FP-DARTS-s1 | 88.00 | 1.00 | 1 |" in result.stdout
+    skipped = lambda run, why: f"warning: skipping {run / 'results.json'}: {why}"
+    assert sorted(result.stderr.splitlines()) == [
+        skipped(kept / "eval-s1-20240102-000001-g49", "an evaluation's results without dataset"),
+        skipped(spaceless, "a search's results without search_space"),
+        skipped(unknown, "a search's results in an unknown search space ('s9')")]
 
 
 @pytest.mark.parametrize("args, message", [

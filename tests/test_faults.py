@@ -209,6 +209,38 @@ def test_a_missing_checkpoint_gives_way_to_the_previous_one(tmp_path, capsys, gi
                        "instead (at the end of epoch 0): what came after it is done again\n")
 
 
+def test_a_checkpoint_without_a_digest_is_refused_like_a_corrupt_one(tmp_path, capsys):
+    """A file that `checkpoints.save` did not write (no digest: torch.save's own, or not even a
+    dict) is refused in one line; on --resume the previous checkpoint is taken instead, with the
+    warning of a corrupt one."""
+    import torch
+
+    from plumbing import checkpoints
+    from plumbing.cli import UserError
+
+    newest, previous = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
+    message = f"{newest}: not a checkpoint of these scripts (it carries no digest of its contents)"
+    for content in ({"epoch": 1}, [1, 2]):
+        torch.save(content, newest)
+        with pytest.raises(UserError) as refused:
+            checkpoints.load(newest)
+        assert str(refused.value) == message
+    for epoch in (0, 1):
+        checkpoints.save(newest, {"epoch": epoch}, previous=previous)
+    torch.save({"epoch": 1}, newest)
+    run, state = checkpoints.resume(tmp_path)
+    assert run == tmp_path and state == {"epoch": 0} and newest.read_bytes() == previous.read_bytes()
+    assert capsys.readouterr().err == (f"warning: {message}; resuming from the previous checkpoint, {previous}, "
+                                       "instead (at the end of epoch 0): what came after it is done again\n")
+    torch.save({"epoch": 0}, previous)  # neither has a digest: one line naming both
+    newest.unlink()
+    torch.save({"epoch": 1}, newest)
+    with pytest.raises(UserError) as stop:
+        checkpoints.resume(tmp_path)
+    assert str(stop.value) == f"{message}; and {previous}: not a checkpoint of these scripts (it carries no " \
+                              "digest of its contents)"
+
+
 def test_no_checkpoint_to_resume_is_one_line(tmp_path):
     """Neither checkpoint there, or only a damaged previous one: one line naming what is wrong."""
     from plumbing import checkpoints

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
+import audit
 import saliency as S
 from model_search import Network
 
@@ -17,7 +18,7 @@ def test_removal_change_equals_flipping_each_op_in_a_copy():
     model.keep_normal[1, 2] = model.keep_reduce[0, 4] = False
     batches = [(torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (4,))) for _ in range(2)]
     before = copy.deepcopy(model.state_dict())
-    change = S.removal_change(model, batches, torch.device("cpu"))
+    change = audit.removal_change(model, batches, torch.device("cpu"))
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # masks back, BN statistics untouched
 
@@ -40,6 +41,6 @@ def test_removal_change_equals_flipping_each_op_in_a_copy():
 def test_spearman_matches_scipy_and_its_bounds():
     torch.manual_seed(1)
     a, b = torch.randn(40), torch.randn(40)
-    assert S.spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, abs=1e-12)
-    assert S.spearman(a, a) == pytest.approx(1.0) and S.spearman(a, -a) == pytest.approx(-1.0)
-    assert S.ranks(torch.tensor([3.0, 1.0, 2.0])).tolist() == [2.0, 0.0, 1.0]
+    assert audit.spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, abs=1e-12)
+    assert audit.spearman(a, a) == pytest.approx(1.0) and audit.spearman(a, -a) == pytest.approx(-1.0)
+    assert audit.ranks(torch.tensor([3.0, 1.0, 2.0])).tolist() == [2.0, 0.0, 1.0]

@@ -86,8 +86,7 @@ def test_the_visualiser_and_the_networks_do_not_need_each_other():
 # (s1 and s2 are also the names of saliency variants, so they are left out of the literals).
 NAME = "|".join(s for s in SPACES if s not in ("s1", "s2"))
 ASKS_NAME = re.compile(rf"""(==|!=)\s*["']({NAME})["']|["']({NAME})["']\s*(==|!=)|\.name\s*[!=]=|search_space\s*[!=]=""")
-# collect_results.py reads results.json files of every version, where the space is a string.
-READS_NAMES = {"search_spaces.py", "collect_results.py"}
+READS_NAMES = {"search_spaces.py"}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)

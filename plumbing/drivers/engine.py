@@ -274,7 +274,7 @@ def train_genotype(args, label: str, genotype, network_cls, datasets: tuple, *, 
         utils.restore_rng(state["rng"], world, args.seed)
         done = {"start_epoch": state["epoch"] + 1, "history": state["history"], "elapsed": state["elapsed"]}
         timer.load_state_dict(state["timer"])
-        watch.load_state_dict(state.get("divergence", {}))
+        watch.load_state_dict(state["divergence"])
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     timer.total["setup"] = timer.total.get("setup", 0.0) + time.time() - start  # run directory, network, data
     advice = {None: oom.lower("batch_size", args.batch_size, "training")}  # (what to change when out of memory)

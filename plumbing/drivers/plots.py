@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -35,14 +35,24 @@ def _json(path: Path):
         raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def _jsonl(path: Path) -> list[dict]:
-    try:
-        return read_jsonl(path)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+@dataclass
+class Run:
+    """A search as its figures show it, read from its run directory by `load_run`."""
+    dir: Path
+    args: dict  # args.json: the search's flags
+    space: dict  # search_space.json: the space's name, cell types and labels, edges, candidates per edge
+    types: list[str]  # the cell types
+    labels: dict[str, str]  # each cell type as people call it ("reduction cell")
+    epochs: list[int]  # the finished epochs (those with mixing weights), in order
+    betas: dict[int, dict[str, np.ndarray]]  # epoch: cell type: mixing weights (edges, candidates)
+    rows: list[dict]  # results.csv: epoch, val_loss, val_acc
+    events: list[dict]  # prune_events.jsonl; `x` added to each of these three: when, in epochs
+    saliency: list[dict]  # saliency.jsonl: every op's saliency at each event
+    audit: list[dict]  # audit.jsonl (--audit_every)
+    results: dict | None  # results.json; None while the search runs
 
 
-def load_run(run_dir: str | Path) -> SimpleNamespace:
+def load_run(run_dir: str | Path) -> Run:
     """Everything the figures show, from a search's run directory; one-line UserError when it is
     missing, not a search's, or has no finished epoch yet."""
     d = Path(run_dir)
@@ -57,21 +67,18 @@ def load_run(run_dir: str | Path) -> SimpleNamespace:
         raise UserError(f"{d}: no finished epoch yet ({rundir.epoch_path(d, 'alpha', 0).parent} is empty); "
                         "plot again after the first epoch")
     types = space["cell_types"]
-    betas = {}
-    for e in epochs:
-        fields = _json(rundir.epoch_path(d, "alpha", e))
-        betas[e] = {t: np.array(fields[f"alphas_{t}"]) for t in types}
-    events, saliency, audit = (_jsonl(d / name) for name in (rundir.PRUNE_EVENTS, rundir.SALIENCY, rundir.AUDIT))
-    # (runs from before saliency.jsonl: the steps per epoch guessed from the events)
-    steps = saliency[0]["steps_per_epoch"] if saliency else max([e["step"] for e in events], default=0) + 1
-    for r in (*events, *saliency, *audit):
-        r["x"] = r["epoch"] + (r["step"] + 1) / steps  # in epochs: the event after step `step`
-    results = _json(d / rundir.RESULTS) if (d / rundir.RESULTS).is_file() else None
-    # How people call each cell type (runs from before the space said: "<type> cell").
-    labels = space.get("cell_labels") or {t: t if t.endswith("cell") else f"{t} cell" for t in types}
-    return SimpleNamespace(dir=d, args=args, space=space, types=types, labels=labels, epochs=epochs, betas=betas,
-                           rows=_rows(rundir.results_csv(d)), events=events, saliency=saliency,
-                           audit=audit, results=results)
+    alphas = {e: _json(rundir.epoch_path(d, "alpha", e)) for e in epochs}
+    betas = {e: {t: np.array(a[f"alphas_{t}"]) for t in types} for e, a in alphas.items()}
+    names = rundir.PRUNE_EVENTS, rundir.SALIENCY, rundir.AUDIT
+    try:
+        events, saliency, audit = (read_jsonl(d / name) for name in names)
+    except ValueError as e:  # (a bad line before the last)
+        raise UserError(str(e)) from None
+    for r in (*events, *saliency, *audit):  # in epochs (an event writes its saliency.jsonl line first)
+        r["x"] = r["epoch"] + (r["step"] + 1) / saliency[0]["steps_per_epoch"]
+    return Run(dir=d, args=args, space=space, types=types, labels=space["cell_labels"], epochs=epochs,
+               betas=betas, rows=_rows(rundir.results_csv(d)), events=events, saliency=saliency, audit=audit,
+               results=_json(d / rundir.RESULTS) if (d / rundir.RESULTS).is_file() else None)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -79,10 +86,10 @@ def _rows(path: Path) -> list[dict]:
         return []
     with open(path) as f:
         return [{"epoch": int(r["epoch"]), "val_loss": float(r["val_loss"]), "val_acc": float(r["val_acc"])}
-                for r in csv.DictReader(f) if r.get("val_acc")]
+                for r in csv.DictReader(f)]
 
 
-def masks_at(run: SimpleNamespace, epoch: float) -> dict[str, np.ndarray]:
+def masks_at(run: Run, epoch: float) -> dict[str, np.ndarray]:
     """The keep-masks (edges, n_ops) per cell type after every event up to `epoch` (inclusive:
     the mixing weights of an epoch are written after its events)."""
     masks = {t: np.ones(np.shape(run.space["edge_ops"][t]), dtype=bool) for t in run.types}
@@ -92,9 +99,9 @@ def masks_at(run: SimpleNamespace, epoch: float) -> dict[str, np.ndarray]:
     return masks
 
 
-def snapshot_epochs(run: SimpleNamespace, count: int = 4) -> list[int]:
+def snapshot_epochs(run: Run, count: int = 4) -> list[int]:
     """The epochs the heatmaps show: the warm-up's end, evenly spaced ones, the last."""
-    warm = min(max(run.args.get("warmup", 0) - 1, 0), run.epochs[-1])
+    warm = min(max(run.args["warmup"] - 1, 0), run.epochs[-1])
     wanted = np.linspace(warm, run.epochs[-1], count).round().astype(int)
     return sorted({min(run.epochs, key=lambda e: abs(e - w)) for w in wanted})
 
@@ -108,7 +115,7 @@ def _plt():
     return plt
 
 
-def beta_range(run: SimpleNamespace, epochs: list[int]) -> tuple[float, float]:
+def beta_range(run: Run, epochs: list[int]) -> tuple[float, float]:
     """The colour scale of the heatmaps: the live weights' range over `epochs` (β often stays
     close to uniform, and a scale from 0 would show no structure)."""
     live = [run.betas[e][t][masks_at(run, e)[t]] for e in epochs for t in run.types]
@@ -116,7 +123,7 @@ def beta_range(run: SimpleNamespace, epochs: list[int]) -> tuple[float, float]:
     return lo, max(hi, lo + 1e-6)
 
 
-def draw_betas(ax, run: SimpleNamespace, cell: str, epoch: int, scale: tuple[float, float], labels: bool = True):
+def draw_betas(ax, run: Run, cell: str, epoch: int, scale: tuple[float, float], labels: bool = True):
     """One heatmap: edges x ops of `cell` at `epoch`, pruned entries masked (grey, ×)."""
     ops = run.space["edge_ops"][cell]
     data = np.ma.masked_array(run.betas[epoch][cell], mask=~masks_at(run, epoch)[cell])
@@ -137,7 +144,7 @@ def draw_betas(ax, run: SimpleNamespace, cell: str, epoch: int, scale: tuple[flo
     return image
 
 
-def fig_betas(run: SimpleNamespace):
+def fig_betas(run: Run):
     """The mixing weights of every cell type at the snapshot epochs."""
     plt = _plt()
     epochs = snapshot_epochs(run)
@@ -152,7 +159,7 @@ def fig_betas(run: SimpleNamespace):
     return fig
 
 
-def live_by_family(run: SimpleNamespace, cell: str) -> tuple[list[float], dict[str, list[int]]]:
+def live_by_family(run: Run, cell: str) -> tuple[list[float], dict[str, list[int]]]:
     """x positions (epochs: start, then every event of `cell`) and the live ops of every family."""
     ops = [op for edge in run.space["edge_ops"][cell] for op in edge]
     counts = {f: sum(family(op) == f for op in ops) for f in [*FAMILIES, "other"]}
@@ -165,12 +172,7 @@ def live_by_family(run: SimpleNamespace, cell: str) -> tuple[list[float], dict[s
     return xs, counts
 
 
-def prune_phase(run: SimpleNamespace) -> tuple[float, float] | None:
-    """(first, last) event in epochs, or None before the first event."""
-    return (run.events[0]["x"], run.events[-1]["x"]) if run.events else None
-
-
-def draw_timeline(ax, run: SimpleNamespace, cell: str, legend: bool = True) -> None:
+def draw_timeline(ax, run: Run, cell: str, legend: bool = True) -> None:
     """Live ops of `cell` by family (stacked area), each event marked with the family it pruned."""
     xs, counts = live_by_family(run, cell)
     end = max(run.epochs[-1] + 1, xs[-1])
@@ -186,7 +188,7 @@ def draw_timeline(ax, run: SimpleNamespace, cell: str, legend: bool = True) -> N
         ax.legend(loc="upper right", fontsize=7, title="family (marker: op pruned)", title_fontsize=7)
 
 
-def fig_timeline(run: SimpleNamespace):
+def fig_timeline(run: Run):
     """The prune timeline of every cell type."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(run.types), squeeze=False, layout="constrained", figsize=(5.5 * len(run.types), 3.6))
@@ -195,7 +197,7 @@ def fig_timeline(run: SimpleNamespace):
     return fig
 
 
-def draw_validation(ax, run: SimpleNamespace) -> None:
+def draw_validation(ax, run: Run) -> None:
     """Supernet validation accuracy (left axis) and loss (right) per epoch, the prune phase shaded."""
     epochs = [r["epoch"] + 1 for r in run.rows]  # an epoch's figures are measured at its end
     ax.plot(epochs, [r["val_acc"] for r in run.rows], "o-", color="tab:blue", ms=3, label="accuracy")
@@ -203,15 +205,14 @@ def draw_validation(ax, run: SimpleNamespace) -> None:
     twin = ax.twinx()
     twin.plot(epochs, [r["val_loss"] for r in run.rows], "s--", color="tab:red", ms=3, label="loss")
     twin.set_ylabel("validation loss")
-    phase = prune_phase(run)
-    if phase:
-        ax.axvspan(*phase, color="0.9", zorder=0, label="pruning")
+    if run.events:  # the prune phase, from the first event to the last
+        ax.axvspan(run.events[0]["x"], run.events[-1]["x"], color="0.9", zorder=0, label="pruning")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.set_title("supernet on the search split", pad=18)
     ax.legend(handles=handles, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
 
 
-def fig_validation(run: SimpleNamespace):
+def fig_validation(run: Run):
     """The validation curves of the supernet."""
     plt = _plt()
     fig, ax = plt.subplots(layout="constrained", figsize=(6, 3.6))
@@ -219,7 +220,7 @@ def fig_validation(run: SimpleNamespace):
     return fig
 
 
-def fig_saliency(run: SimpleNamespace):
+def fig_saliency(run: Run):
     """Per event and cell type: |S| of the live ops (grey) and of the op pruned (red); with
     compared candidates (s1r), their measured validation losses and the one chosen."""
     plt = _plt()
@@ -253,7 +254,7 @@ def _draw_candidates(ax, events: list[dict], label: str) -> None:
     ax.legend(fontsize=7)
 
 
-def fig_audit(run: SimpleNamespace):
+def fig_audit(run: Run):
     """The saliency audit over the search: each rule's rank correlation with the true change of
     the loss (signed: solid; magnitudes: dashed) and the true rank of the op it would prune."""
     plt = _plt()
@@ -278,7 +279,7 @@ def fig_audit(run: SimpleNamespace):
     return fig
 
 
-def drawings(run: SimpleNamespace, out: Path) -> dict[str, Path | str]:
+def drawings(run: Run, out: Path) -> dict[str, Path | str]:
     """{cell type: PNG} of the final cells (the search's drawings), or for a running search of the
     last epoch's cell (drawn into `out`); a reason instead of a path when there is none."""
     from architectures import load_architecture
@@ -306,17 +307,17 @@ def draw_image(ax, image: Path | str, title: str) -> None:
         ax.text(0.5, 0.5, image, ha="center", va="center", wrap=True, fontsize=8)
 
 
-def status(run: SimpleNamespace) -> str:
+def status(run: Run) -> str:
     """One line: the variant, data, seed, and how far the search got."""
     a = run.args
-    name = run.results["variant"] if run.results else f"search ({a.get('sal_type', '?')})"
-    head = f"{name}, {run.space['name']} space, {a.get('dataset')}, seed {a.get('seed')}"
+    name = run.results["variant"] if run.results else f"search ({a['sal_type']})"
+    head = f"{name}, {run.space['name']} space, {a['dataset']}, seed {a['seed']}"
     if run.results:
         return f"{head}: finished, supernet validation accuracy {run.results['final_valid_top1']:.2f}%"
-    return f"{head}: running, {len(run.epochs)} of {a.get('epochs')} epochs done"
+    return f"{head}: running, {len(run.epochs)} of {a['epochs']} epochs done"
 
 
-def fig_summary(run: SimpleNamespace, out: Path):
+def fig_summary(run: Run, out: Path):
     """One page for a report: the cells found, the validation curves, the prune timeline of every
     cell type and the final mixing weights."""
     plt = _plt()
@@ -360,7 +361,7 @@ def write_summary(run_dir: str | Path, out: str | Path | None = None,
 
 def write_all(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Every figure of a run as PNG and PDF (into RUN_DIR/plots by default); the saliency figure
-    when saliency.jsonl exists, the audit's when the search ran one."""
+    once there is a prune event, the audit's when the search ran one."""
     run = load_run(run_dir)
     out = Path(out) if out else run.dir / rundir.PLOTS
     figures = {"betas": fig_betas, "timeline": fig_timeline, "validation": fig_validation}

@@ -75,11 +75,6 @@ class Run:
     meters: list = field(default_factory=fresh_meters)  # the current epoch's training meters
     rows: list[dict] = field(default_factory=list)  # one per finished epoch: validation (and benchmark)
 
-    @property
-    def steps(self) -> int:
-        """Weight steps per epoch (per process)."""
-        return len(self.train_queue)
-
 
 def write_epoch_files(run_dir, epoch: int, model: Supernet, genotype, rows: list[dict]) -> None:
     """Per-epoch genotype (NAS-Bench-201: architecture string) and mixing weights in the authors'
@@ -118,7 +113,7 @@ def _write_event(run: Run, search: Algorithm, epoch: int, step: int, saliency: t
     utils.write_json(rundir.epoch_path(run_dir, "sal", epoch),
                      dict(zip(space.cell_types, saliency.tolist())))
     _append(run_dir / rundir.SALIENCY, [{
-        "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": run.steps,
+        "event": run.events, "epoch": epoch, "step": step, "steps_per_epoch": len(run.train_queue),
         "saliency": dict(zip(space.cell_types, saliency.tolist())),
         "live": {t: m.int().tolist() for t, m in zip(space.cell_types, live)}}])
     for t, s, m in zip(space.cell_types, saliency, live):
@@ -214,7 +209,7 @@ def resume(run: Run, search: Algorithm) -> tuple[int, int]:
     search.optimizer.load_state_dict(state["optimizer"])
     search.architect.optimizer.load_state_dict(state["arch_optimizer"])
     search.timer.load_state_dict(state["timer"])
-    search.divergence.load_state_dict(state.get("divergence", {}))
+    search.divergence.load_state_dict(state["divergence"])
     if state["sal_accumulation"] is not None:  # (--sal_source arch_steps)
         search.pruner.load_accumulation_state(state["sal_accumulation"])
     run.clock -= state["elapsed"]
