@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from plumbing import distributed
 import utils
 from model_search import Supernet
+from plumbing import distributed
 
 REG_TYPES = ("norm", "gini")
 

@@ -14,8 +14,7 @@ from torch import Tensor
 
 import utils
 from model_search import Supernet
-from saliency import (Criterion, explicit_batchnorm, op_removed, saliency_first_order, saliency_second_order,
-                      shortlist)
+from saliency import Criterion, explicit_batchnorm, op_removed, saliency_first_order, saliency_second_order, shortlist
 
 # The rules audited at every audited event, by the coefficient of their Hessian term: s1 (none),
 # s2 as the authors weight it (1) and s2 with the Taylor expansion's 1/2. A search with another
@@ -106,7 +105,8 @@ def with_criterion(measured: dict, criterion: Criterion, saliency: Tensor) -> di
 
 def rules_of(found: dict) -> list[str]:
     """The rules in a measurement (tensors) or an audit record (dicts): RULES, and a criterion's."""
-    return [k for k, v in found.items() if k != "truth" and (torch.is_tensor(v) or isinstance(v, dict) and "spearman" in v)]
+    return [k for k, v in found.items()
+            if k != "truth" and (torch.is_tensor(v) or isinstance(v, dict) and "spearman" in v)]
 
 
 def compare(measured: dict, model: Supernet, *, restrict: bool, pruned: dict[str, int] | None = None) -> list[dict]:

@@ -79,7 +79,8 @@ def cifar_transforms(dataset: str, cutout: bool, cutout_length: int, flip: bool 
     return T.Compose(train), T.Compose([T.ToTensor(), normalize])
 
 
-def folder_transforms(image_size: int, cutout: bool, cutout_length: int, flip: bool = True) -> tuple[T.Compose, T.Compose]:
+def folder_transforms(image_size: int, cutout: bool, cutout_length: int,
+                      flip: bool = True) -> tuple[T.Compose, T.Compose]:
     """Transforms for an arbitrary ImageFolder: resize to a square, flip (+ cutout) for training."""
     import torchvision.transforms as T
 
@@ -138,7 +139,8 @@ class ImageNet16(Dataset):
                     entry = pickle.load(f, encoding="latin1")
                 data, target = np.asarray(entry["data"], dtype=np.uint8), np.asarray(entry["labels"])
             except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
-                raise DatasetMissing(f"imagenet16: cannot read '{Path(root) / name}' ({type(e).__name__}: {e})") from None
+                raise DatasetMissing(f"imagenet16: cannot read '{Path(root) / name}' "
+                                     f"({type(e).__name__}: {e})") from None
             keep = (target >= 1) & (target <= num_classes)
             images.append(data[keep].reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1))  # (n, 16, 16, 3)
             labels.append(target[keep] - 1)

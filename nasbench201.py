@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR",
                    help="search run directories of train_search.py --search_space nb201")
-    p.add_argument("--nb201_file", required=True, help=f"the benchmark: {FILES}")
+    p.add_argument("--nb201_file", required=True,
+                   help="the benchmark: NAS-Bench-201 v1.0/v1.1 .pth, "
+                        "or NATS-Bench's NATS-tss-v1_0-3ffb9 file or folder")
     p.add_argument("--arch_str", action="append", default=[],
                    help="also look up this architecture string (repeatable)")
     return p

@@ -14,9 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from plumbing import distributed
 import utils
 from model_search import Supernet
+from plumbing import distributed
+
 
 def _leaf_betas(model: Supernet) -> Tensor:
     """softmax(alpha) as a leaf tensor (cell types, edges, n_ops): saliency differentiates w.r.t. beta."""
@@ -214,11 +215,11 @@ def _task(pruner: Pruner, batches: Iterable) -> Tensor:
     return distributed.all_reduce_mean(s)
 
 
-register(Criterion("task", _task, "search-loss gradient saliency (FP-DARTS s1; s2 with --sal_second)",
+register(Criterion("task", _task, "search-loss s1 (s2 with --sal_second)",
                    reads_batches=True, label="s1", taylor=True))
 register(Criterion("vanilla", lambda pruner, batches: saliency_vanilla(pruner.model), "beta magnitude",
                    reads_batches=False, label="vanilla"))
-register(Criterion("sgas_1", lambda pruner, batches: saliency_sgas(pruner.model), "op-level SGAS criterion 1",
+register(Criterion("sgas_1", lambda pruner, batches: saliency_sgas(pruner.model), "SGAS criterion 1",
                    reads_batches=False, label="sgas_1"))
 
 

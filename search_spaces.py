@@ -24,8 +24,8 @@ from architectures import (
     ArchFormat,
     nb201_arch_str,
 )
-from plumbing.fileio import atomic_write
 from genotypes import PRIMITIVES, Genotype
+from plumbing.fileio import atomic_write
 
 # RobustDARTS (Zela et al., ICLR 2020) S1: two ops per edge, its own pair on every edge of each
 # cell type, edges in architecture-row order (0->2, 1->2, 0->3, 1->3, 2->3, 0->4, ..., 4->5).

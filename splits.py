@@ -37,8 +37,8 @@ def read_split_file(path: str | Path, keys: list[str], sizes: dict[str, int]) ->
     for key, indices in lists.items():
         bad = [i for i in indices if not 0 <= i < sizes[key]]
         if bad or not indices:
-            raise DatasetMissing(f"{path}: '{key}' " + (f"holds index {bad[0]}, outside the {sizes[key]} images it indexes"
-                                                         if bad else "is empty"))
+            problem = f"holds index {bad[0]}, outside the {sizes[key]} images it indexes" if bad else "is empty"
+            raise DatasetMissing(f"{path}: '{key}' {problem}")
     return lists
 
 

@@ -6,11 +6,11 @@ import argparse
 
 import torch.nn as nn
 
-from plumbing import rundir
 import utils
 from data import DATASETS, get_datasets
-from plumbing.drivers.engine import plan_run, run
 from model import NetworkCIFAR
+from plumbing import rundir
+from plumbing.drivers.engine import plan_run, run
 from plumbing.drivers.train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
@@ -24,12 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder)")
-    g.add_argument("--cutout", dest="cutout", action="store_true", default=True, help="cutout augmentation (on by default, as in DARTS)")
-    g.add_argument("--no_cutout", dest="cutout", action="store_false", default=argparse.SUPPRESS, help="turn cutout off")
+    g.add_argument("--cutout", dest="cutout", action="store_true", default=True,
+                   help="cutout augmentation (on by default, as in DARTS)")
+    g.add_argument("--no_cutout", dest="cutout", action="store_false", default=argparse.SUPPRESS,
+                   help="turn cutout off")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
-    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in training (default: flips on every data set, SVHN included, as in the authors' code)")
-    g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=True, help="auxiliary head at 2/3 depth (on by default, as in DARTS)")
-    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS, help="train without the auxiliary head")
+    g.add_argument("--no_flip", dest="flip", action="store_false",
+                   help="no random horizontal flips in training (default: flips, SVHN included)")
+    g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=True,
+                   help="auxiliary head at 2/3 depth (on by default, as in DARTS)")
+    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS,
+                   help="train without the auxiliary head")
     return p
 
 

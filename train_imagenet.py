@@ -7,11 +7,11 @@ import os
 
 import torch.nn as nn
 
-from plumbing import rundir
 import utils
 from data import get_datasets
-from plumbing.drivers.engine import plan_run, run
 from model import NetworkImageNet
+from plumbing import rundir
+from plumbing.drivers.engine import plan_run, run
 from plumbing.drivers.train_args import add_common_args, add_genotype_args, check_auxiliary, check_common_args
 
 
@@ -24,13 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", default="../data/imagenet", help="ImageFolder root holding train/ and val/")
     g.add_argument("--image_size", type=int, default=224, help="training crop / evaluation centre-crop side")
-    g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=False, help="auxiliary head at 2/3 depth (the README's commands turn it on)")
-    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS, help="train without the auxiliary head")
+    g.add_argument("--auxiliary", dest="auxiliary", action="store_true", default=False,
+                   help="auxiliary head at 2/3 depth (the README's commands turn it on)")
+    g.add_argument("--no_auxiliary", dest="auxiliary", action="store_false", default=argparse.SUPPRESS,
+                   help="train without the auxiliary head")
     g = p.add_argument_group("schedule")
     g.add_argument("--label_smooth", type=float, default=0.1, help="label smoothing of the training loss")
-    g.add_argument("--lr_scheduler", default="linear", choices=["linear", "cosine", "step"], help="linear (the authors'), cosine, or step (DARTS: x gamma every epoch)")
+    g.add_argument("--lr_scheduler", default="linear", choices=["linear", "cosine", "step"],
+                   help="linear (the authors'), cosine, or step (DARTS: x gamma every epoch)")
     g.add_argument("--gamma", type=float, default=0.97, help="decay per epoch of --lr_scheduler step")
-    g.add_argument("--warmup_epochs", type=int, default=5, help="linear warm-up epochs, used when --batch_size exceeds 256")
+    g.add_argument("--warmup_epochs", type=int, default=5,
+                   help="linear warm-up epochs, used when --batch_size exceeds 256")
     return p
 
 

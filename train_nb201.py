@@ -8,12 +8,12 @@ import argparse
 
 import torch.nn as nn
 
-from plumbing import rundir
 import utils
 from architectures import NB201_FORMAT, nb201_from_dict, parse_nb201_arch, read_arch_json
 from data import DATASETS, get_datasets
-from plumbing.drivers.engine import plan_run, run
 from model import NetworkNB201
+from plumbing import rundir
+from plumbing.drivers.engine import plan_run, run
 from plumbing.drivers.train_args import add_common_args, check_common_args
 
 
@@ -24,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
                     drop_path_prob=0.0, init_channels=16, layers=5, report_freq=50, workers=None, nesterov=True,
                     layers_help="cells per stage (three stages, joined by residual reduction blocks)")
     g = p.add_argument_group("architecture")
-    g.add_argument("--arch_str", default=None, help="the cell as the benchmark writes it: '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
-    g.add_argument("--base_dir", default=None, help="instead: a search run directory of train_search.py --search_space nb201")
-    g.add_argument("--genotype_names", type=int, nargs="+", default=[-1], help="epoch(s) of the run's architecture files; negative counts from the last (-1 = last epoch)")
+    g.add_argument("--arch_str", default=None,
+                   help="the cell as the benchmark writes it: '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+    g.add_argument("--base_dir", default=None,
+                   help="instead: a search run directory of train_search.py --search_space nb201")
+    g.add_argument("--genotype_names", type=int, nargs="+", default=[-1],
+                   help="epoch(s) of the run's architecture files; negative counts from the last (-1 = last epoch)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set (imagenet16: ImageNet16-120)")

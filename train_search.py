@@ -140,9 +140,10 @@ def weight_step(search: Search, x, y, where: str) -> tuple[torch.Tensor, ...]:
     return loss.detach(), utils.hits(logits.detach(), y)[0]
 
 
-def prune_event(search: Search, run: search_run.Run, epoch: int, step: int) -> None:
-    """Score every op, prune the weakest eligible one of each cell type, record the event (the
-    heart of FP-DARTS). Under torchrun every process scores its share of the batches; the
+def prune_event(search: Search, run: search_run.Run, epoch: int, step: int) -> tuple:
+    """Score every op and prune the weakest eligible one of each cell type (the heart of
+    FP-DARTS); return what the run records: the saliency, the decisions, the masks before them
+    and the audit's records. Under torchrun every process scores its share of the batches; the
     saliency and the comparison losses are pooled and rank 0's decision is applied everywhere."""
     args, model, pruner, timer = search.args, search.model, search.pruner, search.timer
     run.sal_queue.sampler.set_epoch(run.events)  # a fresh, reproducible order for every event
@@ -161,7 +162,7 @@ def prune_event(search: Search, run: search_run.Run, epoch: int, step: int) -> N
         audit.with_criterion(measured, CRITERIA[args.sal_type], saliency), model, restrict=not args.no_restrict,
         pruned=pruner.flat_indices(decisions))
     pruner.apply(decisions)
-    search_run.record_event(run, search, epoch, step, saliency, decisions, live, audited)
+    return saliency, decisions, live, audited
 
 
 def comparison_batches(args: argparse.Namespace, stream):
@@ -205,7 +206,7 @@ def search_one_epoch(search: Search, run: search_run.Run, epoch: int, first_step
             start = time.perf_counter()
             pruned = schedule.due(epoch, step) and not search.pruner.finished()
             if pruned:
-                prune_event(search, run, epoch, step)
+                search_run.record_event(run, search, epoch, step, *prune_event(search, run, epoch, step))
             search.pruner.reset_accumulation()  # --sal_source arch_steps: the next window starts
             if pruned:
                 search_run.save_state(run, search, epoch, step)
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = search_run.setup(args, world)
     search = build(args, world, run.num_classes, utils.memory_format(args.channels_last, world.device))
     search.schedule = prune_schedule(args, len(run.train_queue))
-    search_run.describe(run, search.model)
+    search_run.start(run, search.model)
     first_epoch, first_step = search_run.resume(run, search) if args.resume else (0, 0)
     if first_epoch >= args.epochs:  # finished: with its results, or stopped before writing them (a full disk)
         if (run.dir / rundir.RESULTS).exists():

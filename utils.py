@@ -19,10 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from plumbing import cli
-from plumbing import distributed
-from plumbing import rundir
-from plumbing import stops
+from plumbing import cli, distributed, rundir, stops
 from plumbing.cli import ArgumentParser, UserError  # noqa: F401  (the scripts' utils.ArgumentParser)
 from plumbing.fileio import atomic_write, write_json  # noqa: F401  (utils.write_json for the scripts)
 
@@ -95,8 +92,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-WORKERS_HELP = ("data loader worker processes (default: 2 on CUDA, as the authors' code, to keep the GPU fed; "
-                "0 on a CPU)")
+WORKERS_HELP = "data loader worker processes (default: 2 on CUDA, as the authors' code; 0 on a CPU)"
 
 
 def on_device(args: argparse.Namespace, device: torch.device) -> None:

@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "string, or a JSON file with an 'arch_str').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("genotype", help="genotype name, genotype file path, Genotype(...) text, or NAS-Bench-201 architecture string or file")
+    parser.add_argument("genotype",
+                        help="genotype name, genotype file path, Genotype(...) text, "
+                             "or NAS-Bench-201 architecture string or file")
     parser.add_argument("--out_dir", default=".", help="folder the drawings are written to")
     parser.add_argument("--name", default=None,
                         help="file name prefix (default: the genotype name or file stem)")

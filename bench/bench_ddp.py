@@ -25,12 +25,12 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plumbing import distributed  # noqa: E402
 import utils  # noqa: E402
 from data import make_loader  # noqa: E402
-from plumbing.drivers.engine import train_one_epoch  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR  # noqa: E402
+from plumbing import distributed  # noqa: E402
+from plumbing.drivers.engine import train_one_epoch  # noqa: E402
 
 
 def worker(args: argparse.Namespace) -> None:

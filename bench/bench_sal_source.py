@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plumbing import rundir  # noqa: E402
 import audit  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
+from plumbing import rundir  # noqa: E402
 
 SEARCH = ["--dataset", "digits", "--batch_size", "64", "--init_channels", "8", "--layers", "5", "--steps", "2",
           "--epochs", "22", "--warmup", "5", "--report_freq", "1000"]

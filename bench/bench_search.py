@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plumbing import distributed  # noqa: E402
 import saliency as S  # noqa: E402
 import utils  # noqa: E402
 from architect import Architect  # noqa: E402
 from model_search import Network  # noqa: E402
+from plumbing import distributed  # noqa: E402
 
 CONFIGS = {  # channels, cells, batch size, image side
     "default": dict(C=16, layers=8, batch=64, size=32),

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plumbing import distributed  # noqa: E402
 import utils  # noqa: E402
 from bench.bench_search import timed  # noqa: E402
 from genotypes import DARTS_V2  # noqa: E402
 from model import NetworkCIFAR, NetworkImageNet  # noqa: E402
+from plumbing import distributed  # noqa: E402
 
 
 def images_per_second(network: str, batch: int, steps: int, channels_last: bool, amp: bool,

@@ -34,11 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plumbing.drivers import costs  # noqa: E402
-from plumbing import distributed  # noqa: E402
-from plumbing import rundir  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
+from plumbing import distributed, rundir  # noqa: E402
+from plumbing.drivers import costs  # noqa: E402
 from plumbing.drivers.costs import Method  # noqa: E402
 from saliency import PruneSchedule  # noqa: E402
 
@@ -132,11 +131,14 @@ def parse_levels(text: str, last: int) -> list[int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="small,default", help="comma-separated: small, default (or empty)")
-    p.add_argument("--levels", default="0,18,36,54,72,90", help="pruning levels (events done) at which pieces are timed")
-    p.add_argument("--reduced_levels", default="0,10,20,30,45,60,75,90", help="the same, at the reduced runs' configuration")
+    p.add_argument("--levels", default="0,18,36,54,72,90",
+                   help="pruning levels (events done) at which pieces are timed")
+    p.add_argument("--reduced_levels", default="0,10,20,30,45,60,75,90",
+                   help="the same, at the reduced runs' configuration")
     p.add_argument("--check", default="s1,unpruned,s1+arch_steps",
-                   help=f"reduced searches run and checked against the model (s1 always runs first); of {', '.join(METHODS)}")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per piece (their mean, after a warm-up call)")
+                   help=f"reduced searches to check (s1 runs first): {', '.join(METHODS)}")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repetitions per piece (their mean, after a warm-up call)")
     p.add_argument("--reduced_repeats", type=int, default=7, help="the same at the reduced configuration")
     p.add_argument("--hessian_rows", type=int, default=4, help="s2 Hessian rows timed (at once) per level")
     p.add_argument("--seed", type=int, default=0, help="seed of the reduced searches")

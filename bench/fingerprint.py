@@ -33,9 +33,10 @@ TINY = ["--dataset", "digits", "--subset", "64", "--batch_size", "16", "--init_c
 RUNS = {  # the DARTS space
     "s1": ["--search_space", "darts", "--steps", "2"],
     "s1r": ["--search_space", "darts", "--steps", "2", "--num_compare", "3", "--iter_compare", "1"],
-    "s1r-larger": ["--search_space", "darts", "--steps", "2", "--num_compare", "2", "--iter_compare", "0", "--no_restrict",
-                   "--num_kept_min", "4", "--num_kept_max", "4"],
-    "s2": ["--search_space", "darts", "--steps", "2", "--sal_second", "--sal_second_budget", "20", "--hessian_chunk", "35"],
+    "s1r-larger": ["--search_space", "darts", "--steps", "2", "--num_compare", "2", "--iter_compare", "0",
+                   "--no_restrict", "--num_kept_min", "4", "--num_kept_max", "4"],
+    "s2": ["--search_space", "darts", "--steps", "2", "--sal_second", "--sal_second_budget", "20",
+           "--hessian_chunk", "35"],
     "s1-4nodes": ["--search_space", "darts", "--steps", "4", "--epochs", "4"],
 }
 OTHER_SPACES = {
@@ -47,9 +48,9 @@ OTHER_SPACES = {
 }
 # The retrains: (script, the search whose final cell they train, flags).
 RETRAINS = {
-    "train-s1": ("train.py", "s1", ["--dataset", "digits", "--epochs", "2", "--batch_size", "64", "--init_channels", "4",
-                                    "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "2",
-                                    "--deterministic"]),
+    "train-s1": ("train.py", "s1", ["--dataset", "digits", "--epochs", "2", "--batch_size", "64",
+                                    "--init_channels", "4", "--layers", "3", "--no_auxiliary", "--report_freq", "100",
+                                    "--seed", "2", "--deterministic"]),
     "train_nb201": ("train_nb201.py", "nb201-s1r", ["--dataset", "digits", "--epochs", "2", "--batch_size", "64",
                                                     "--init_channels", "4", "--layers", "1", "--report_freq", "100",
                                                     "--seed", "2", "--deterministic"]),

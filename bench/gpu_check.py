@@ -46,8 +46,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plumbing import distributed  # noqa: E402
-from plumbing import rundir  # noqa: E402
 import saliency as S  # noqa: E402
 import train_search  # noqa: E402
 import utils  # noqa: E402
@@ -56,6 +54,7 @@ from bench.bench_sal_source import RETRAIN  # noqa: E402
 from bench.bench_search import darts_cell_mask, timed  # noqa: E402
 from bench.bench_train import images_per_second  # noqa: E402
 from bench.gpu_check_sections import TINY_SEARCH, TINY_TRAIN, run_script  # noqa: E402
+from plumbing import distributed, rundir  # noqa: E402
 
 DIGITS_SEARCH = ["--dataset", "digits", "--subset", "600", "--batch_size", "64", "--init_channels", "8",
                  "--layers", "3", "--steps", "3", "--epochs", "16", "--warmup", "2", "--prune_interval", "1",
@@ -238,7 +237,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes: checks the paths in seconds, not the figures")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated, of {', '.join(SECTIONS)}")
+                   help="comma-separated sections to run (default: all of those above)")
     p.add_argument("--torchrun_probe", metavar="DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torchrun_probe:

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from plumbing import distributed
-from plumbing import rundir
-from plumbing import stops
 import train_search
+from plumbing import distributed, rundir, stops
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -61,9 +61,7 @@ _seconds.__name__ = "positive number of seconds"  # (argparse's word for a bad v
 def add_flags(group) -> None:
     """--dist_timeout, in every script that runs under torchrun."""
     group.add_argument("--dist_timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                       help="under torchrun: how long a process waits in a collective for the others before it "
-                            "stops with one line (another process died or hangs); raise it if rank 0's lone work "
-                            f"(reading a large benchmark file, say) takes longer (default {DEFAULT_TIMEOUT})")
+                       help="under torchrun: how long a process waits in a collective before it stops with one line")
 
 
 def _gpu(index: int, what: str) -> torch.device:

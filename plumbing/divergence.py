@@ -26,8 +26,7 @@ log = logging.getLogger("fpdarts")
 def add_flags(group) -> None:
     """--nan_policy and --nan_patience, in the search and the training scripts."""
     group.add_argument("--nan_policy", choices=POLICIES, default="stop",
-                       help="a non-finite loss, gradient or alpha: stop the run with one line (default), or skip "
-                            "the step (no update, logged) and go on")
+                       help="a non-finite loss, gradient or alpha: stop the run with one line, or skip the step")
     group.add_argument("--nan_patience", type=int, default=10, metavar="N",
                        help="with --nan_policy skip: stop after N skipped steps of one kind in a row (default 10)")
 

@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from plumbing import checkpoints
-from plumbing import oom
+from plumbing import checkpoints, oom
 from plumbing.cli import UserError
 
 LOST_EXIT_CODE = 4

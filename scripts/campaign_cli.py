@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plumbing.drivers import campaign  # noqa: E402
 from plumbing import rundir  # noqa: E402
 from plumbing.cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
+from plumbing.drivers import campaign  # noqa: E402
 
 # The paper's variants (the flags that differ from train_search.py's defaults).
 VARIANTS = {
@@ -50,41 +50,72 @@ def build_parser() -> argparse.ArgumentParser:
     """The campaign's flags."""
     p = ArgumentParser(description=__doc__.splitlines()[0])
     g = p.add_argument_group("what to run")
-    g.add_argument("--stages", nargs="+", choices=STAGES, default=["search", "retrain"], help="search: the searches x seeds; retrain: train every search's cell (after its search); select: the selection rounds over all searches (after them); imagenet: the winner on ImageNet (after select)")
-    g.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="the paper's search variants in the DARTS space")
-    g.add_argument("--spaces", nargs="+", choices=list(SPACES), default=None, help="search with s1r in these spaces (on --datasets) instead of --variants; every retrain (of --runs too) then trains on its search's data set, read from its name search-<space>_<dataset>-..., in RobustDARTS' size (20 cells of 36 channels on CIFAR-10, else 8 of 16)")
-    g.add_argument("--datasets", nargs="+", default=None, help="--spaces: the data sets of every space (default: the authors', CIFAR-10, CIFAR-100 and SVHN or ImageNet16-120 for nb201)")
-    g.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search seeds (also the run directory's task number)")
-    g.add_argument("--runs", nargs="*", default=[], help="without the search stage: the search run directories to retrain / select among")
-    g.add_argument("--epoch", type=int, default=-1, help="retrain: which epoch's genotype of each search (-1: the final one)")
+    g.add_argument("--stages", nargs="+", choices=STAGES, default=["search", "retrain"],
+                   help="search (x seeds), retrain (each search's cell), "
+                        "select (over all searches), imagenet (the winner)")
+    g.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="the paper's search variants in the DARTS space")
+    g.add_argument("--spaces", nargs="+", choices=list(SPACES), default=None,
+                   help="search with s1r in these spaces (on --datasets) instead of --variants; "
+                        "retrain in RobustDARTS' sizes")
+    g.add_argument("--datasets", nargs="+", default=None,
+                   help="--spaces: data sets per space "
+                        "(default: cifar10 cifar100 svhn; nb201: cifar10 cifar100 imagenet16)")
+    g.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="search seeds (also the run directory's task number)")
+    g.add_argument("--runs", nargs="*", default=[],
+                   help="without the search stage: the search run directories to retrain / select among")
+    g.add_argument("--epoch", type=int, default=-1,
+                   help="retrain: which epoch's genotype of each search (-1: the final one)")
     g.add_argument("--retrain_seed", type=int, default=0, help="seed of every retrain")
-    g.add_argument("--layers", type=int, default=None, help="retrain: cells of the network (default: 20, or RobustDARTS' with --spaces)")
-    g.add_argument("--init_channels", type=int, default=None, help="retrain: initial channels (default: 36, or RobustDARTS' with --spaces)")
-    g.add_argument("--data", default="../data", help="folder of the data sets of the searches, retrains and selection rounds")
-    g.add_argument("--nb201_splits", default=None, help="NAS-Bench-201 searches: the benchmark's split files (train_search.py --nb201_splits)")
-    g.add_argument("--nb201_file", default=None, help="NAS-Bench-201 searches: the benchmark file (train_search.py --nb201_file)")
+    g.add_argument("--layers", type=int, default=None,
+                   help="retrain: cells of the network (default: 20, or RobustDARTS' with --spaces)")
+    g.add_argument("--init_channels", type=int, default=None,
+                   help="retrain: initial channels (default: 36, or RobustDARTS' with --spaces)")
+    g.add_argument("--data", default="../data",
+                   help="folder of the data sets of the searches, retrains and selection rounds")
+    g.add_argument("--nb201_splits", default=None,
+                   help="NAS-Bench-201 searches: the benchmark's split files (train_search.py --nb201_splits)")
+    g.add_argument("--nb201_file", default=None,
+                   help="NAS-Bench-201 searches: the benchmark file (train_search.py --nb201_file)")
     g.add_argument("--imagenet_data", default="../data/imagenet", help="ImageNet folder of the imagenet stage")
-    g.add_argument("--imagenet_batch_size", type=int, default=768, help="global batch of the ImageNet retrain (the authors')")
-    g.add_argument("--base_path", default=None, help="imagenet without select: the search run directory whose cell to train")
-    g.add_argument("--genotype_name", type=int, default=-1, help="imagenet without select: the epoch of --base_path's cell (-1: the final one)")
+    g.add_argument("--imagenet_batch_size", type=int, default=768,
+                   help="global batch of the ImageNet retrain (the authors')")
+    g.add_argument("--base_path", default=None,
+                   help="imagenet without select: the search run directory whose cell to train")
+    g.add_argument("--genotype_name", type=int, default=-1,
+                   help="imagenet without select: the epoch of --base_path's cell (-1: the final one)")
     g.add_argument("--ckpt", default="ckpt", help="folder of the searches' run directories")
-    g.add_argument("--campaign", default=None, help="folder of campaign.json and the jobs' logs (default: CKPT/campaign)")
-    g.add_argument("--search_args", default="", help="more train_search.py flags for every search, as one string")
-    g.add_argument("--retrain_args", default="", help="more train.py flags for every retrain and selection round, as one string")
+    g.add_argument("--campaign", default=None,
+                   help="folder of campaign.json and the jobs' logs (default: CKPT/campaign)")
+    g.add_argument("--search_args", default="",
+                   help="more train_search.py flags for every search, as one string")
+    g.add_argument("--retrain_args", default="",
+                   help="more train.py flags for every retrain and selection round, as one string")
     g = p.add_argument_group("where to run it")
-    g.add_argument("--executor", choices=("machine", "slurm", "submitit_local"), default="machine", help="machine: here, on --gpus or --jobs; slurm: SLURM job arrays through submitit; submitit_local: submitit's local executor (the SLURM path without a cluster)")
-    g.add_argument("--gpus", default=None, help='machine: the GPU ids to use, e.g. "0 1 2 3": one job per GPU at a time (CUDA_VISIBLE_DEVICES)')
-    g.add_argument("--jobs", type=int, default=1, help="machine without --gpus: jobs side by side as CPU processes")
-    g.add_argument("--nproc", type=int, default=1, help="GPUs (torchrun processes) of each search and retrain")
-    g.add_argument("--imagenet_gpus", type=int, default=8, help="GPUs (torchrun processes) of the ImageNet retrain")
+    g.add_argument("--executor", choices=("machine", "slurm", "submitit_local"), default="machine",
+                   help="machine: here (--gpus, --jobs); slurm: SLURM job arrays via submitit; "
+                        "submitit_local: submitit, here")
+    g.add_argument("--gpus", default=None,
+                   help='machine: the GPU ids to use, e.g. "0 1 2 3": one job per GPU at a time (CUDA_VISIBLE_DEVICES)')
+    g.add_argument("--jobs", type=int, default=1,
+                   help="machine without --gpus: jobs side by side as CPU processes")
+    g.add_argument("--nproc", type=int, default=1,
+                   help="GPUs (torchrun processes) of each search and retrain")
+    g.add_argument("--imagenet_gpus", type=int, default=8,
+                   help="GPUs (torchrun processes) of the ImageNet retrain")
     g.add_argument("--partition", default=None, help="slurm: the partition")
-    g.add_argument("--time", type=int, default=2880, help="slurm / submitit_local: time limit of each job in minutes")
+    g.add_argument("--time", type=int, default=2880,
+                   help="slurm / submitit_local: time limit of each job in minutes")
     g.add_argument("--cpus_per_task", type=int, default=None, help="slurm: CPU cores per job")
     g.add_argument("--mem", default=None, help='slurm: memory per node, e.g. "64G"')
     g.add_argument("--account", default=None, help="slurm: the account to charge")
     g.add_argument("--qos", default=None, help="slurm: the quality of service")
-    g.add_argument("--dry_run", action="store_true", help="print the jobs (and with slurm, each array's sbatch header) and run nothing")
-    g.add_argument("--plan", action="store_true", help="run nothing: plan every job (its script's --plan, here, one after the other), print one table of projected time and peak memory, and write the plans to CAMPAIGN/plans/; a retrain whose search has not run plans DARTS_V2 in its cell's place; the selection rounds are not planned (they are retrains)")
+    g.add_argument("--dry_run", action="store_true",
+                   help="print the jobs (and with slurm, each array's sbatch header) and run nothing")
+    g.add_argument("--plan", action="store_true",
+                   help="run nothing: plan every job (its script's --plan), print one table, "
+                        "write them to CAMPAIGN/plans/")
     return p
 
 
@@ -237,7 +268,8 @@ def plan_jobs(jobs: list[campaign.Job], folder: Path) -> dict:
             rows.append([job.name, "(not planned: retrains of train.py)", "", "", "", ""])
             continue
         file = folder / f"{job.name}.json"
-        argv = [*stand_in(job.argv({**{j.name: f"<{j.name}>" for j in jobs}, **done})), "--plan", "--plan_file", str(file)]
+        argv = [*stand_in(job.argv({**{j.name: f"<{j.name}>" for j in jobs}, **done})),
+                "--plan", "--plan_file", str(file)]
         result = subprocess.run(campaign.command(job, argv), cwd=campaign.ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             plans[job.name] = None

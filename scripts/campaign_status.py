@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plumbing import rundir  # noqa: E402
-from plumbing.drivers.campaign import MANIFEST  # noqa: E402
 from plumbing.cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
+from plumbing.drivers.campaign import MANIFEST  # noqa: E402
 
 ETA = re.compile(r"epoch ETA ([^,\s]+)(?:, (?:search|run) ETA (\S+))?")  # the scripts' progress lines
 EPOCH = re.compile(r"\bepoch (\d+) lr ")
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: no campaign here (run scripts/run_campaign.sh or scripts/campaign_cli.py first)") from None
+        raise UserError(f"{path}: no campaign here "
+                        "(run scripts/run_campaign.sh or scripts/campaign_cli.py first)") from None
     except ValueError as e:
         raise UserError(f"{path}: unreadable ({e})") from None
     data = rows(manifest, time.time())

@@ -71,9 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE",
                    help="also write the CSV to FILE (atomically: a temporary file, then a rename)")
     p.add_argument("--plot", metavar="DIR", nargs="?", const=".", default=None,
-                   help="also draw each data set's table as results_<dataset>.png/.pdf in DIR (default: the "
-                        "current folder): test top-1 against params and against search cost, mean ± std over "
-                        "seeds, the paper's figures as hollow stars")
+                   help="also draw each data set's table as results_<dataset>.png/.pdf in DIR "
+                        "(default: the current folder)")
     return p
 
 
@@ -327,7 +326,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     for dataset in dict.fromkeys(r["dataset"] for r in rows if "dataset" in r):
         ours = [r for r in rows if r.get("dataset") == dataset]
         try:
-            written += plots.save(plots.fig_results(ours, dataset, PUBLISHED.get(dataset, {})), out / f"results_{dataset}")
+            figure = plots.fig_results(ours, dataset, PUBLISHED.get(dataset, {}))
+            written += plots.save(figure, out / f"results_{dataset}")
         except OSError as e:
             raise UserError(f"cannot write the figures to {out}: {e}") from None
     return written

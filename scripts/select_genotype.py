@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plumbing import rundir  # noqa: E402
 import utils  # noqa: E402
 from genotypes import load_genotype_of  # noqa: E402
+from plumbing import rundir  # noqa: E402
 from plumbing.cli import ArgumentParser, UserError  # noqa: E402
 from plumbing.fileio import write_json  # noqa: E402
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from plumbing import distributed
-from plumbing.drivers import engine, search_run
 import train_search
 import utils
+from plumbing import distributed
+from plumbing.drivers import engine, search_run
 
 captured = {"seen": []}
 

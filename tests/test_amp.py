@@ -3,10 +3,10 @@ passes and s1r's comparisons run under bf16 autocast; the s2 Hessian term stays 
 import torch
 import torch.nn as nn
 
-from plumbing import distributed
 import saliency as S
 import train_search
 import utils
+from plumbing import distributed
 
 
 def built(*flags):

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+
 from conftest import ROOT, run_cli
 
 SCRIPT = "scripts/collect_results.py"
@@ -229,9 +230,9 @@ def test_plot_draws_each_table_with_the_papers_figures(tree):
     import importlib.util
 
     import numpy as np
-    from test_plots import check_figure_files
 
     from plumbing.drivers import plots
+    from test_plots import check_figure_files
 
     result = run_cli(SCRIPT, "ckpt", "evals", "--plot", "figures", cwd=tree)
     assert result.stdout == EXPECTED_MARKDOWN  # the tables are unchanged; the figures are named on stderr

@@ -4,9 +4,9 @@ is named by the results and audited under its label."""
 import json
 
 import pytest
-from conftest import TINY_SEARCH
 
 import train_search
+from conftest import TINY_SEARCH
 from plumbing.fileio import read_jsonl as lines
 from saliency import CRITERIA, Criterion, register
 

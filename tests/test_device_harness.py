@@ -3,20 +3,18 @@ GPU would meet, passes on the project's code (every script the suite runs goes t
 counts the host-device synchronisations of a training step."""
 import pytest
 import torch
-from conftest import TINY_SEARCH
-from device_harness import DeviceHarness
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 
-from plumbing import distributed
-from plumbing.drivers import engine
-from plumbing.drivers import search_run
-from plumbing import timing
 import train_search
 import utils
-from plumbing.cli import UserError
-from plumbing.divergence import Divergence
+from conftest import TINY_SEARCH
+from device_harness import DeviceHarness
 from genotypes import DARTS_V2
 from model import NetworkCIFAR
+from plumbing import distributed, timing
+from plumbing.cli import UserError
+from plumbing.divergence import Divergence
+from plumbing.drivers import engine, search_run
 from search_spaces import edge_endpoints, has_redundant_op
 
 # ---------------------------------------------------------------- the two faults, as they were

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
-from conftest import HARNESS, ROOT, TINY_SEARCH, make_image_folder
-from test_resume import kill_when
 
-from plumbing import distributed
 import utils
+from conftest import HARNESS, ROOT, TINY_SEARCH, make_image_folder
+from plumbing import distributed
+from test_resume import kill_when
 
 
 def torchrun(nproc: int, script: str, *args, probe_dir=None, check: bool = True, kill: str = "",
@@ -120,7 +120,8 @@ def test_train_on_two_processes_splits_the_data_and_syncs_weights(two_process_tr
 
 def untimed(results: dict) -> dict:
     """results.json without what differs between two runs of one seed (times, memory)."""
-    return {k: v for k, v in results.items() if k not in ("wall_time_seconds", "time_seconds", "memory", "search_cost_seconds")}
+    varying = ("wall_time_seconds", "time_seconds", "memory", "search_cost_seconds")
+    return {k: v for k, v in results.items() if k not in varying}
 
 
 @pytest.mark.parametrize("script, reference, args, kill, position", [

@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_SEARCH
 
-from plumbing.drivers import engine
-from plumbing.drivers import search_run
 import train
 import train_search
 import utils
+from conftest import TINY_SEARCH
+from plumbing.drivers import engine, search_run
 
 SEARCH = [*TINY_SEARCH[:TINY_SEARCH.index("--epochs")], "--epochs", "2",
           *TINY_SEARCH[TINY_SEARCH.index("--epochs") + 2:]]  # 2 weight steps an epoch

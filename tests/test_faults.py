@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch.distributed as dist
-from conftest import ROOT, THREADS, run_cli
 
+from conftest import ROOT, THREADS, run_cli
 from plumbing import stops
 
 # (contiguous: PyTorch 2.14's CPU backward of a 1x1 stride-2 convolution of <= 4 channels_last
@@ -60,11 +60,11 @@ def test_a_full_disk_while_checkpointing_loses_nothing(tmp_path, monkeypatch, ca
     import errno
 
     import torch
-    from conftest import fail_on_call
 
-    from plumbing import fileio
     import train
     import utils
+    from conftest import fail_on_call
+    from plumbing import fileio
 
     args = [*TRAIN, "--epochs", "2"]
     utils.run_cli(train.main, [*args, "--out_dir", str(tmp_path / "ref")])
@@ -357,10 +357,10 @@ def test_a_write_error_in_a_search_loses_nothing_and_resumes_identically(
     naming the file, exit 2, no temporary file left, every finished file whole; resumed once the
     disk is back, the search ends byte for byte as the uninterrupted one (conftest's)."""
     import torch
-    from conftest import TINY_SEARCH
 
     import train_search
     import utils
+    from conftest import TINY_SEARCH
 
     fail_writing(monkeypatch, name, code)
     with pytest.raises(SystemExit) as stop:

@@ -3,8 +3,8 @@ import json
 import os
 
 import pytest
-from conftest import make_image_folder, run_cli
 
+from conftest import make_image_folder, run_cli
 from data import get_datasets
 
 SCRIPT = "scripts/make_imagenet_subset.py"

@@ -7,12 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_SEARCH
-from test_resume import kill_when
 
-from plumbing import checkpoints
-from plumbing import stops
 import utils
+from conftest import TINY_SEARCH
+from plumbing import checkpoints, stops
+from test_resume import kill_when
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_genotypes import UNRESTRICTED
 
 import genotypes
 from genotypes import DARTS_V2
 from model import NetworkCIFAR, NetworkImageNet
+from test_genotypes import UNRESTRICTED
 from utils import count_multadds_in_M, count_parameters_in_M
 
 MANIFEST = Path(__file__).parent / "data" / "darts_state_dict_manifest.json"

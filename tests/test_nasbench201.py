@@ -4,10 +4,10 @@ and one clear line for a wrong path, an unreadable file or an architecture the f
 import json
 
 import pytest
-from conftest import run_cli
-from nb201_bench import expected, make_benchmark
 
 import nasbench201
+from conftest import run_cli
+from nb201_bench import expected, make_benchmark
 from plumbing.cli import UserError
 
 A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

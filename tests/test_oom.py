@@ -5,19 +5,21 @@ import json
 
 import pytest
 import torch
-from conftest import fail_on_call
 
-from plumbing import oom
 import train
 import train_search
 import utils
+from conftest import fail_on_call
+from plumbing import oom
 
 SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
           "--epochs", "3", "--warmup", "1", "--report_freq", "100", "--seed", "0", "--no_summary"]
 TRAIN = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "2", "--batch_size", "32", "--init_channels", "4",
          "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "0"]
-CUDA = "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.19 GiB of which 2.06 MiB is free."
-CPU = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 20971520 bytes."
+CUDA = ("CUDA out of memory. Tried to allocate 20.00 MiB. "
+        "GPU 0 has a total capacity of 79.19 GiB of which 2.06 MiB is free.")
+CPU = ("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
+       "can't allocate memory: you tried to allocate 20971520 bytes.")
 
 
 def stops_out_of_memory(main, argv, capsys) -> str:

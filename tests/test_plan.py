@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from conftest import fail_on_call, make_image_folder, run_cli
 
-from plumbing.drivers import plan
 import train
 import train_search
+from conftest import fail_on_call, make_image_folder, run_cli
+from plumbing.drivers import plan
 
 SEARCH = ["--dataset", "digits", "--subset", "64", "--batch_size", "8", "--init_channels", "4", "--layers", "3",
           "--epochs", "3", "--warmup", "1", "--report_freq", "100"]

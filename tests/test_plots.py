@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 import audit
-from plumbing.drivers import plots
 import saliency
+from conftest import run_cli
 from model_search import supernet
+from plumbing.drivers import plots
 from search_spaces import get_space
 
 
@@ -162,7 +162,7 @@ def test_audit_measures_the_truth_and_leaves_no_trace():
     measured = audit.measure(model, [(x, y)], torch.device("cpu"), hessian_chunk=40)
     assert all(torch.equal(a, b) for a, b in zip(before, model.buffers())) and torch.equal(rng, torch.get_rng_state())
     # The truth, computed directly: remove each live op in a copy of the model, recompute the loss.
-    truth = saliency.removal_change(model, [(x, y)], torch.device("cpu"))
+    truth = audit.removal_change(model, [(x, y)], torch.device("cpu"))
     assert torch.equal(measured["truth"], truth) and truth[0, 1, 3] == 0
     first = saliency.saliency_first_order(model, [(x, y)], torch.device("cpu")).double()
     for rule, coef in audit.RULES.items():
@@ -173,7 +173,7 @@ def test_audit_measures_the_truth_and_leaves_no_trace():
         eligible = model.space.eligible(cell, model.masks()[cell], True).flatten()
         t, s = truth[cell].flatten(), measured["s1"][cell].flatten()
         assert r["live_ops"] == int(live.sum()) and -1 <= r["s1"]["spearman"] <= 1
-        assert r["s1"]["spearman"] == pytest.approx(saliency.spearman(s[live], t[live]))
+        assert r["s1"]["spearman"] == pytest.approx(audit.spearman(s[live], t[live]))
         pick = int(s.abs().masked_fill(~eligible, float("inf")).argmin())
         assert r["s1"]["true_rank"] == 1 + sum(float(v) < float(t[pick]) for v in t[eligible])
     assert "pruned_true_rank" in records[0] and "pruned_true_rank" not in records[1]

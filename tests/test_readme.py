@@ -1,7 +1,8 @@
 """The README and docs/*.md: every `python <script>.py ...` (or `torchrun ... <script>.py ...`)
 command in a bash block parses with that script's flags, every file of the repository they name
 exists, every relative link points to an existing file (and heading), the README stays a first
-screen with the paper's commands; and every flag of every script has its own help text."""
+screen with the paper's commands; and every flag of every script has its own one-line help text
+of at most 100 characters."""
 import importlib.util
 import re
 import shlex
@@ -134,7 +135,13 @@ def test_relative_links_point_to_files_and_headings_that_exist(path):
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_every_flag_has_its_own_help(name):
-    actions = [a for a in SCRIPTS[name].build_parser()._actions if a.help != "==SUPPRESS=="]
+    parser = SCRIPTS[name].build_parser()
+    actions = [a for a in parser._actions if a.help != "==SUPPRESS=="]
     helps = [a.help for a in actions]
     assert all(helps), [a.dest for a in actions if not a.help]
     assert len(set(helps)) == len(helps), "copy-pasted help text"
+    # One short line each, as --help shows it (%-formatted as argparse does; the "(default: ...)" that
+    # the formatter adds is not counted); the details are in docs/*.md.
+    shown = {a.dest: a.help % {**vars(a), "prog": parser.prog} for a in actions}
+    assert all(len(h) <= 100 and "\n" not in h for h in shown.values()), \
+        {d: h for d, h in shown.items() if len(h) > 100 or "\n" in h}

@@ -11,18 +11,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_imagenet16, run_cli
-from test_data import no_md5, write_cifar10  # noqa: F401  (no_md5: a fixture)
 
 import data
 import saliency as S
 import train_search
 import utils
 from architect import Architect
+from conftest import make_imagenet16, run_cli
 from model_search import MixedOp, supernet
 from operations import OPS
 from search_spaces import RECIPES, SPACES, Recipe, get_space, recipe_flag
 from splits import search_data
+from test_data import no_md5, write_cifar10  # noqa: F401  (no_md5: a fixture)
 
 CPU = torch.device("cpu")
 
@@ -61,10 +61,12 @@ def test_nb201_learning_rate_is_the_reference_schedule():
 def test_the_search_updates_the_learning_rate_every_step(tmp_path, monkeypatch):
     """A tiny NAS-Bench-201 search: 2 steps per epoch, 1 warm-up epoch of 3 (period 2)."""
     seen = []
-    monkeypatch.setattr(utils, "set_lr", lambda optimizer, lr: (seen.append(lr), optimizer.param_groups[0].update(lr=lr)))
+    monkeypatch.setattr(utils, "set_lr",
+                        lambda optimizer, lr: (seen.append(lr), optimizer.param_groups[0].update(lr=lr)))
     train_search.main(["--search_space", "nb201", "--dataset", "digits", "--subset", "32", "--batch_size", "8",
-                       "--init_channels", "4", "--layers", "1", "--epochs", "3", "--warmup", "1", "--report_freq", "100",
-                       "--seed", "1", "--no_summary", "--out_dir", str(tmp_path), "--sal_type", "vanilla"])
+                       "--init_channels", "4", "--layers", "1", "--epochs", "3", "--warmup", "1",
+                       "--report_freq", "100", "--seed", "1", "--no_summary", "--out_dir", str(tmp_path),
+                       "--sal_type", "vanilla"])
     assert seen == pytest.approx([0.0, 0.0125, 0.025, 0.025, 0.001, 0.001], abs=1e-12)
 
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import torch
-from conftest import HARNESS, ROOT, THREADS, run_cli
 
 import train
 import utils
+from conftest import HARNESS, ROOT, THREADS, run_cli
 
 ARGS = ["--arch", "DARTS_V2", "--dataset", "digits", "--epochs", "3", "--batch_size", "64",
         "--init_channels", "4", "--layers", "3", "--no_auxiliary", "--report_freq", "100", "--seed", "1"]

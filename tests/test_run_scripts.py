@@ -7,11 +7,10 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT
-
 import train
 import train_imagenet
 import train_search
+from conftest import ROOT
 
 PARSERS = {"train_search.py": train_search, "train.py": train, "train_imagenet.py": train_imagenet}
 SPACE_DATASETS = {"s1": "cifar10 cifar100 svhn", "s2": "cifar10 cifar100 svhn", "s3": "cifar10 cifar100 svhn",

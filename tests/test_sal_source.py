@@ -5,14 +5,14 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
-from test_resume import kill_when, only_run
 
 import saliency as S
 import train_search
 import utils
 from architect import Architect
+from conftest import run_cli
 from model_search import Network
+from test_resume import kill_when, only_run
 
 
 def frozen(seed=0):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import prune_randomly
 
 import saliency as S
+from conftest import prune_randomly
 from model_search import Network
 from saliency import PruneSchedule
 from search_spaces import edge_endpoints, get_space

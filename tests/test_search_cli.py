@@ -3,10 +3,10 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_COMPLETE, run_cli
 
 import train_search
 import utils
+from conftest import TINY_COMPLETE, run_cli
 from genotypes import is_restricted, load_genotype
 from model import NetworkCIFAR
 

@@ -3,11 +3,11 @@ noise op, the pruning rules with `none` (S3) and one op per edge (NAS-Bench-201)
 architecture strings and the NAS-Bench-201 evaluation network."""
 import pytest
 import torch
-from conftest import prune_randomly
 
 import saliency as S
 from architectures import NB201_OPS as NB201_NAMES
 from architectures import nb201_arch_str, parse_nb201_arch
+from conftest import prune_randomly
 from genotypes import GenotypeError, validate
 from model import NetworkCIFAR, NetworkNB201
 from model_search import NB201Network, Network, supernet
@@ -67,7 +67,8 @@ def test_supernet_holds_exactly_the_listed_ops_on_each_edge(name):
             stride = 2 if cell.reduction and space.endpoints[edge][0] < 2 else 1
             assert len(mixed._ops) == len(names)
             for op, op_name in zip(mixed._ops, names):
-                kinds = [type(m) for m in op] if isinstance(op, torch.nn.Sequential) and "pool" in op_name else [type(op)]
+                pooled = isinstance(op, torch.nn.Sequential) and "pool" in op_name
+                kinds = [type(m) for m in op] if pooled else [type(op)]
                 assert kinds == expected_darts_op(op_name, 4, stride), (name, edge, op_name)
     assert model.betas().shape == (2, 14, space.num_ops)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)

@@ -7,16 +7,16 @@ import re
 
 import pytest
 import torch
-from conftest import make_imagenet16, run_cli
-from nb201_bench import expected, make_benchmark
-from test_resume import kill_when, only_run
 
 import train_search
 import utils
 from architectures import parse_nb201_arch
+from conftest import make_imagenet16, run_cli
 from genotypes import cell_edges, is_restricted, load_genotype
 from model import NetworkCIFAR
+from nb201_bench import expected, make_benchmark
 from search_spaces import get_space
+from test_resume import kill_when, only_run
 
 # 32 weight images in batches of 8 with a prune event every step: 4 events per epoch after the
 # warm-up epoch. S1: 28 -> 8 ops (20 events), S3 with 2-node cells: 15 -> 4 (11), S4: 10 -> 4 (6),
@@ -96,9 +96,9 @@ def test_search_reaches_the_end_state_and_resumes_exactly(searched, space):
 @pytest.mark.parametrize("space", list(RUNS))
 def test_every_space_is_plotted(searched, space):
     import numpy as np
-    from test_plots import check_figure_files
 
     from plumbing.drivers import plots
+    from test_plots import check_figure_files
 
     ref, cut = searched(space)
     check_figure_files([ref / "summary.png", cut / "summary.png"])  # drawn by the search at its end
@@ -110,7 +110,7 @@ def test_every_space_is_plotted(searched, space):
         (image,) = ax.get_images()
         np.testing.assert_array_equal(~image.get_array().mask, state[f"keep_{cell}"].numpy())
     fig = plots.fig_timeline(run)
-    for ax, cell in zip(fig.axes, run.types):
+    for ax, _cell in zip(fig.axes, run.types):  # one timeline per cell type
         (markers,) = [c for c in ax.collections if c.get_gid() == "prune markers"]
         assert len(markers.get_offsets()) == RUNS[space][1]
 
@@ -196,7 +196,8 @@ def test_the_spaces_recipe_is_in_the_run_directory(searched, space):
         assert (recipe["weight_decay"], recipe["reg_alpha"], results["data_split"]) == (3e-4, 0.1, "train_portion")
         assert "drop_path_prob 2.000000e-01" in (ref / "log.txt").read_text()  # the last epoch's
     else:
-        assert (recipe["lr_schedule"], recipe["step_order"], recipe["reg_alpha"]) == ("warmup_cosine_nb201", "weight_first", 0.0)
+        expected = ("warmup_cosine_nb201", "weight_first", 0.0)
+        assert (recipe["lr_schedule"], recipe["step_order"], recipe["reg_alpha"]) == expected
         assert (recipe["nesterov"], recipe["weight_decay"], recipe["scoring_transform"]) == (True, 5e-4, "test")
         assert results["data_split"] == "train_portion (no --nb201_splits given)"
         assert "no --nb201_splits: searching on the --train_portion 0.5 split" in (ref / "log.txt").read_text()

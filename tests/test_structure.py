@@ -6,8 +6,8 @@ import ast
 import re
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from plumbing import rundir
 from search_spaces import SPACES
 
@@ -85,7 +85,8 @@ def test_the_visualiser_and_the_networks_do_not_need_each_other():
 # `x == "nb201"`, `"darts" != x`, `x.name ==`, `search_space ==`: asking a space for its name
 # (s1 and s2 are also the names of saliency variants, so they are left out of the literals).
 NAME = "|".join(s for s in SPACES if s not in ("s1", "s2"))
-ASKS_NAME = re.compile(rf"""(==|!=)\s*["']({NAME})["']|["']({NAME})["']\s*(==|!=)|\.name\s*[!=]=|search_space\s*[!=]=""")
+ASKS_NAME = re.compile(rf"""(==|!=)\s*["']({NAME})["']|["']({NAME})["']\s*(==|!=)"""
+                       r"""|\.name\s*[!=]=|search_space\s*[!=]=""")
 READS_NAMES = {"search_spaces.py"}
 
 
@@ -93,7 +94,8 @@ READS_NAMES = {"search_spaces.py"}
 def test_only_search_spaces_asks_a_space_for_its_name(path):
     if path.name in READS_NAMES:
         return
-    lines = [f"{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1) if ASKS_NAME.search(line)]
+    lines = [f"{i}: {line.strip()}" for i, line in enumerate(path.read_text().splitlines(), 1)
+             if ASKS_NAME.search(line)]
     assert not lines, lines
 
 

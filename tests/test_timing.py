@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli
 
+from conftest import run_cli
 from plumbing import timing
 
 

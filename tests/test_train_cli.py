@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
-from test_model import MANIFEST
 
 import train
 import utils
+from conftest import make_image_folder, run_cli
 from genotypes import genotype_from_dict, is_restricted
 from model import NetworkCIFAR, NetworkImageNet
 from plumbing.drivers import train_args
+from test_model import MANIFEST
 from utils import count_parameters_in_M
 
 TINY = ["--epochs", "2", "--batch_size", "8", "--init_channels", "4", "--layers", "3",

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from plumbing import checkpoints
 import utils
 from data import make_loader
+from plumbing import checkpoints
 
 
 class Unpicklable:

@@ -2,10 +2,10 @@
 import shutil
 
 import pytest
-from conftest import run_cli
-from test_genotypes import UNRESTRICTED
 
+from conftest import run_cli
 from genotypes import save_genotype
+from test_genotypes import UNRESTRICTED
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' not installed")
 

@@ -18,12 +18,10 @@ import numpy as np
 import torch
 
 import audit
-from plumbing import checkpoints
-from plumbing import rundir
 import saliency as S
-from plumbing import timing
 import utils
 from data import NUM_CLASSES, SIZES, Digits, get_datasets, make_loader, transforms
+from plumbing import checkpoints, rundir, timing
 from saliency import PruneSchedule
 
 PHASES = ("arch", "weight", "saliency", "compare", "validation", "audit")

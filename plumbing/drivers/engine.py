@@ -10,20 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from plumbing import board
-from plumbing import checkpoints
-from plumbing.drivers import costs
-from plumbing import distributed
-from plumbing import oom
-from plumbing.drivers import plan
-from plumbing import rundir
-from plumbing import stops
-from plumbing import timing
-from plumbing.drivers import train_args
 import utils
 from architectures import GENOTYPE_FORMAT, ArchFormat
 from data import holdout_split, make_loader, transforms
+from plumbing import board, checkpoints, distributed, oom, rundir, stops, timing
 from plumbing.divergence import Divergence
+from plumbing.drivers import costs, plan, train_args
 from visualize import draw_or_warn
 
 log = utils.logger
@@ -69,7 +61,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, device: torc
         rate.update(y.size(0) * distributed.launched_processes())
         if step % report_freq == 0:
             epoch_left = rate.step_seconds(step + 1) * (len(loader) - step - 1)
-            eta = "" if rest is None else f", run ETA {timing.duration(epoch_left + rest(rate.step_seconds(step + 1) * len(loader)))}"
+            run_left = None if rest is None else epoch_left + rest(rate.step_seconds(step + 1) * len(loader))
+            eta = "" if run_left is None else f", run ETA {timing.duration(run_left)}"
             log.info("train %03d %e %f %f  %.1f img/s, epoch ETA %s%s", step, loss_m.avg, top1_m.avg, top5_m.avg,
                      rate.images_per_second(), timing.duration(epoch_left), eta)
     return utils.pooled_averages({"loss": loss_m, "top1": top1_m, "top5": top5_m}, device)
@@ -100,7 +93,8 @@ def fit(model: nn.Module, optimizer, criterion, eval_criterion, world: distribut
         log.info("epoch %d lr %e drop_path_prob %f", epoch, lr, net.drop_path_prob)
         loaders["train"].sampler.set_epoch(epoch)  # the epoch's shuffle, the same on every process
         evaluation, left = timer.total.get("eval", 0.0) / max(len(history), 1), epochs - epoch - 1
-        rest = lambda seconds: evaluation + left * (seconds + evaluation)  # the run after this training pass
+        # the seconds of the run after this training pass, from the pass's own (the loop's values bound)
+        rest = lambda seconds, evaluation=evaluation, left=left: evaluation + left * (seconds + evaluation)
         with timer("train"):
             train = train_one_epoch(model, loaders["train"], optimizer, criterion, device,
                                     grad_clip=grad_clip, aux_weight=aux_weight, amp=amp,

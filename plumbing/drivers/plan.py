@@ -20,14 +20,11 @@ from pathlib import Path
 
 import torch
 
-from plumbing.drivers import costs
-from plumbing import distributed
-from plumbing import oom
-from plumbing import rundir
-from plumbing import timing
 import utils
-from plumbing.drivers.costs import Batches, Shape, checkpoint_seconds, data_shape, load_seconds, waiting
 from data import split_indices
+from plumbing import distributed, oom, rundir, timing
+from plumbing.drivers import costs
+from plumbing.drivers.costs import Batches, Shape, checkpoint_seconds, data_shape, load_seconds, waiting
 from saliency import PruneSchedule
 from splits import NB201_SPLITS, read_split_file
 
@@ -44,7 +41,8 @@ def capacity(device: torch.device, override_mb: float | None) -> tuple[float, st
         return override_mb, "--plan_memory"
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        return (free + torch.cuda.memory_reserved(device)) / 2**20, f"free memory of {total / 2**30:.1f} GiB on {device}"
+        limit = (free + torch.cuda.memory_reserved(device)) / 2**20
+        return limit, f"free memory of {total / 2**30:.1f} GiB on {device}"
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # (torchrun's processes on this machine share it)
     share = f", shared by {processes} processes" if processes > 1 else ""
     available = timing.available_mb()
@@ -145,8 +143,8 @@ def plan_search(args, build: Callable, step: Callable, repeats: int = REPEATS) -
                              audit_batches=args.audit_batches)
     plan = summary(phases, pieces.peaks(), limit, source, run.timer.memory.kind)
     plan.update(label=f"{args.search_space} search", schedule={
-        "epochs": args.epochs, "steps_per_epoch": steps, "events": len(events), "levels_measured": sorted(pieces.seconds),
-        "live_ops": [pieces.live[k] for k in sorted(pieces.seconds)]},
+        "epochs": args.epochs, "steps_per_epoch": steps, "events": len(events),
+        "levels_measured": sorted(pieces.seconds), "live_ops": [pieces.live[k] for k in sorted(pieces.seconds)]},
         pieces={level: pieces.seconds[level] for level in sorted(pieces.seconds)})  # (seconds of each, per level)
     if not plan["fits"]:
         over = {k for k, mb in pieces.peaks().items() if mb > limit}
@@ -225,23 +223,26 @@ def plan_training(args, sources: list[tuple[str, object]], build: Callable, trai
         aux = args.auxiliary_weight if args.auxiliary else 0.0
         model.drop_path_prob = args.drop_path_prob / 2  # (the ramp's middle)
 
+        # The three closures read this iteration's network, batch and timer and are called in this
+        # iteration only (step_peak rebinds the batch they read): hence the noqa: B023 below.
         def train():
-            with timer("train"):
-                train_epoch(ddp, [(x, y)], optimizer, criterion, world.device, grad_clip=args.grad_clip,
-                            aux_weight=aux, amp=args.amp, channels_last=fmt == torch.channels_last, report_freq=10**9)
+            with timer("train"):  # noqa: B023
+                train_epoch(ddp, [(x, y)], optimizer, criterion, world.device, grad_clip=args.grad_clip,  # noqa: B023
+                            aux_weight=aux, amp=args.amp, channels_last=fmt == torch.channels_last,  # noqa: B023
+                            report_freq=10**9)
 
         def evaluate():
-            with timer("eval"):
-                utils.evaluate(model, [(x, y)], torch.nn.CrossEntropyLoss(), world.device)
+            with timer("eval"):  # noqa: B023
+                utils.evaluate(model, [(x, y)], torch.nn.CrossEntropyLoss(), world.device)  # noqa: B023
 
         def step_peak(b: int) -> float:
             nonlocal x, y
-            x, y = Batches(data, world.device, fmt)(b)
+            x, y = Batches(data, world.device, fmt)(b)  # noqa: B023
             costs.release_memory(world.device)
-            timer.peak.clear()
+            timer.peak.clear()  # noqa: B023
             train()
             evaluate()
-            return max(timer.peak.values())
+            return max(timer.peak.values())  # noqa: B023
         seconds = {}
         try:
             for phase, fn in (("train", train), ("eval", evaluate)):
@@ -280,9 +281,12 @@ def add_flags(p) -> None:
     """--plan, --plan_file and --plan_memory (every script that runs: the search and the three
     training scripts)."""
     g = p.add_argument_group("plan (know before you spend)")
-    g.add_argument("--plan", action="store_true", help="do not run: build the run's network with these flags on this device, time a few real steps of every phase (for a search, also at pruned sizes) and measure their peak memory, then print the projected wall time per phase and in total and the peak memory against the device's, write the plan's JSON and stop (no run directory; no data set is read but digits and image folders)")
-    g.add_argument("--plan_file", default=None, help="where --plan writes its JSON (default: <out_dir>/plan-<kind>-<save>.json)")
-    g.add_argument("--plan_memory", type=float, default=None, metavar="MB", help="--plan against this much memory instead of the device's free memory (to plan for a smaller GPU); where the run does not fit, the largest --batch_size (and for a search --hessian_chunk, --sal_batch_size) that fits is found by measuring")
+    g.add_argument("--plan", action="store_true",
+                   help="do not run: time a few real steps, measure their memory, print the projection and stop")
+    g.add_argument("--plan_file", default=None,
+                   help="where --plan writes its JSON (default: <out_dir>/plan-<kind>-<save>.json)")
+    g.add_argument("--plan_memory", type=float, default=None, metavar="MB",
+                   help="--plan against this much memory (a smaller GPU); finds the largest batch sizes that fit")
 
 
 def check_flags(p, args) -> None:

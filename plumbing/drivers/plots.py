@@ -138,7 +138,8 @@ def draw_betas(ax, run: Run, cell: str, epoch: int, scale: tuple[float, float], 
     if not uniform:  # every edge has its own candidates (RobustDARTS S1): name them in place
         for i, edge in enumerate(ops):
             for j, op in enumerate(edge):
-                ax.text(j, i, op.replace("_conv", "").replace("_", " "), ha="center", va="center", fontsize=5, color="w")
+                ax.text(j, i, op.replace("_conv", "").replace("_", " "), ha="center", va="center", fontsize=5,
+                        color="w")
     rows, cols = np.nonzero(data.mask)
     ax.scatter(cols, rows, marker="x", s=14, color="0.45", linewidths=0.8)
     return image
@@ -191,7 +192,8 @@ def draw_timeline(ax, run: Run, cell: str, legend: bool = True) -> None:
 def fig_timeline(run: Run):
     """The prune timeline of every cell type."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(run.types), squeeze=False, layout="constrained", figsize=(5.5 * len(run.types), 3.6))
+    fig, axes = plt.subplots(1, len(run.types), squeeze=False, layout="constrained",
+                             figsize=(5.5 * len(run.types), 3.6))
     for ax, cell in zip(axes[0], run.types):
         draw_timeline(ax, run, cell)
     return fig
@@ -227,8 +229,7 @@ def fig_saliency(run: Run):
     compared = any(e["loss"] is not None for e in run.events)
     fig, axes = plt.subplots(1 + compared, len(run.types), squeeze=False, layout="constrained",
                              figsize=(5.5 * len(run.types), 3.4 * (1 + compared)))
-    for c, cell in enumerate(run.types):
-        ax = axes[0, c]
+    for c, (cell, ax) in enumerate(zip(run.types, axes[0])):
         for s in run.saliency:
             values = np.abs(np.array(s["saliency"][cell]))[np.array(s["live"][cell], dtype=bool)]
             ax.scatter(np.full(len(values), s["x"]), np.maximum(values, 1e-12), s=4, color="0.55", alpha=0.5, lw=0)
@@ -260,22 +261,21 @@ def fig_audit(run: Run):
     plt = _plt()
     fig, axes = plt.subplots(2, len(run.types), squeeze=False, layout="constrained", sharex=True,
                              figsize=(5.5 * len(run.types), 6.4))
-    for c, cell in enumerate(run.types):
+    for cell, top, bottom in zip(run.types, axes[0], axes[1]):
         records = [r for r in run.audit if r["cell"] == cell]
         xs = [r["x"] for r in records]
         for rule, (colour, label) in RULE_STYLE.items():
-            axes[0, c].plot(xs, [r[rule]["spearman"] for r in records], "o-", color=colour, ms=3, label=f"{label}, S")
-            axes[0, c].plot(xs, [r[rule]["spearman_abs"] for r in records], "o--", color=colour, ms=3,
-                            label=f"{label}, |S|")
-            axes[1, c].plot(xs, [r[rule]["true_rank"] / r["eligible"] for r in records], "o-", color=colour, ms=3,
-                            label=label)
+            top.plot(xs, [r[rule]["spearman"] for r in records], "o-", color=colour, ms=3, label=f"{label}, S")
+            top.plot(xs, [r[rule]["spearman_abs"] for r in records], "o--", color=colour, ms=3, label=f"{label}, |S|")
+            bottom.plot(xs, [r[rule]["true_rank"] / r["eligible"] for r in records], "o-", color=colour, ms=3,
+                        label=label)
         pruned = [(r["x"], r["pruned_true_rank"] / r["eligible"]) for r in records if "pruned_true_rank" in r]
         if pruned:
-            axes[1, c].plot(*zip(*pruned), "kx", label="op pruned")
-        axes[0, c].set(ylim=(-1.05, 1.05), ylabel="Spearman with the true change", title=f"{run.labels[cell]}: saliency audit")
-        axes[1, c].set(ylim=(0, 1.05), xlabel="epoch", ylabel="true rank / eligible ops\n(0: least harmful)")
-        axes[0, c].legend(fontsize=6, ncol=2)
-        axes[1, c].legend(fontsize=6)
+            bottom.plot(*zip(*pruned), "kx", label="op pruned")
+        top.set(ylim=(-1.05, 1.05), ylabel="Spearman with the true change", title=f"{run.labels[cell]}: saliency audit")
+        bottom.set(ylim=(0, 1.05), xlabel="epoch", ylabel="true rank / eligible ops\n(0: least harmful)")
+        top.legend(fontsize=6, ncol=2)
+        bottom.legend(fontsize=6)
     return fig
 
 

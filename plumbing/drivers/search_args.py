@@ -25,60 +25,103 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", default="../data", help="folder holding (or receiving) the data set")
     g.add_argument("--dataset", default="cifar10", choices=DATASETS, help="data set to search on")
-    g.add_argument("--batch_size", type=int, default=64, help="batch size of both the weight and the architecture steps")
-    g.add_argument("--train_portion", type=float, default=0.5, help="share of the training set used for the weights; the rest trains alpha and scores saliency (--data_split train_portion)")
-    g.add_argument("--data_split", default=None, choices=("train_portion", "benchmark"), help=f"train_portion: the DARTS split of the training set by --train_portion; benchmark: NAS-Bench-201's split files from --nb201_splits (without them, train_portion) (default: {recipe_defaults('data_split')})")
-    g.add_argument("--nb201_splits", default=None, metavar="DIR", help="folder with NAS-Bench-201's split files (cifar-split.txt, cifar100-test-split.txt, imagenet-16-120-test-split.txt; configs/nas-benchmark/ of its code)")
-    g.add_argument("--scoring_transform", default=None, choices=("train", "test"), help=f"images the saliency passes, s1r's comparisons and the validation see: train (augmented, as the architecture steps) or test (no augmentation) (default: {recipe_defaults('scoring_transform')})")
-    g.add_argument("--no_flip", dest="flip", action="store_false", help="no random horizontal flips in the training transform (default: flips on every data set, SVHN included, as in the authors' code)")
+    g.add_argument("--batch_size", type=int, default=64,
+                   help="batch size of both the weight and the architecture steps")
+    g.add_argument("--train_portion", type=float, default=0.5,
+                   help="share of the training set for the weights; the rest trains alpha and scores saliency")
+    g.add_argument("--data_split", default=None, choices=("train_portion", "benchmark"),
+                   help=f"split by --train_portion or --nb201_splits (default: {recipe_defaults('data_split')})")
+    g.add_argument("--nb201_splits", default=None, metavar="DIR",
+                   help="folder of NAS-Bench-201's split files (configs/nas-benchmark/ of its code)")
+    g.add_argument("--scoring_transform", default=None, choices=("train", "test"),
+                   help="transform of the saliency, s1r and validation images "
+                        f"(default: {recipe_defaults('scoring_transform')})")
+    g.add_argument("--no_flip", dest="flip", action="store_false",
+                   help="no random horizontal flips in the training transform (default: flips, SVHN included)")
     g.add_argument("--cutout", action="store_true", help="apply cutout to the search batches")
     g.add_argument("--cutout_length", type=int, default=16, help="cutout square side in pixels")
     g.add_argument("--image_size", type=int, default=32, help="side images are resized to (--dataset folder only)")
-    g.add_argument("--subset", type=int, default=None, help="test/debug: use only N training images (the first N; a fixed random N for --dataset folder)")
+    g.add_argument("--subset", type=int, default=None,
+                   help="test/debug: use only N training images (the first N; a fixed random N for --dataset folder)")
     g.add_argument("--workers", type=int, default=None, help=utils.WORKERS_HELP)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help=f"search epochs (default: {recipe_defaults('epochs')})")
     g.add_argument("--learning_rate", type=float, default=0.025, help="initial (peak) weight learning rate")
-    g.add_argument("--lr_schedule", default=None, choices=LR_SCHEDULES, help=f"cosine: per epoch from --learning_rate to --learning_rate_min; warmup_cosine_nb201: NAS-Bench-201's (a linear warm-up over --warmup epochs, updated every step, then a cosine of period epochs - warmup that stops at epoch epochs - warmup, then the minimum) (default: {recipe_defaults('lr_schedule')})")
+    g.add_argument("--lr_schedule", default=None, choices=LR_SCHEDULES,
+                   help=f"cosine, or NAS-Bench-201's with warm-up (default: {recipe_defaults('lr_schedule')})")
     g.add_argument("--learning_rate_min", type=float, default=0.001, help="final weight learning rate")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum of the weights")
-    g.add_argument("--weight_decay", type=float, default=None, help=f"weight decay of the weights (default: {recipe_defaults('weight_decay')})")
+    g.add_argument("--weight_decay", type=float, default=None,
+                   help=f"weight decay of the weights (default: {recipe_defaults('weight_decay')})")
     g.add_argument("--grad_clip", type=float, default=5, help="gradient-norm clip of the weight step")
     g.add_argument("--arch_learning_rate", type=float, default=3e-4, help="Adam learning rate of alpha")
     g.add_argument("--arch_weight_decay", type=float, default=1e-3, help="Adam weight decay of alpha")
-    g.add_argument("--nesterov", action="store_const", const=True, default=None, help=f"Nesterov momentum for the weights (default: {recipe_defaults('nesterov')})")
-    g.add_argument("--no_nesterov", dest="nesterov", action="store_const", const=False, default=argparse.SUPPRESS, help="plain momentum")
-    g.add_argument("--step_order", default=None, choices=("arch_first", "weight_first"), help=f"which step of an iteration comes first, on its own batch (default: {recipe_defaults('step_order')})")
+    g.add_argument("--nesterov", action="store_const", const=True, default=None,
+                   help=f"Nesterov momentum for the weights (default: {recipe_defaults('nesterov')})")
+    g.add_argument("--no_nesterov", dest="nesterov", action="store_const", const=False, default=argparse.SUPPRESS,
+                   help="plain momentum")
+    g.add_argument("--step_order", default=None, choices=("arch_first", "weight_first"),
+                   help=f"which step of an iteration comes first (default: {recipe_defaults('step_order')})")
     g.add_argument("--unrolled", action="store_true", help="second-order (unrolled) architecture step of DARTS")
     g = p.add_argument_group("supernet")
-    g.add_argument("--search_space", default="darts", choices=SPACES, help="darts: 7 ops on every edge; s1-s4: RobustDARTS' spaces (DARTS cell, 2-3 ops per edge); nb201: NAS-Bench-201 (its own network; 6 edges x 5 ops)")
+    g.add_argument("--search_space", default="darts", choices=SPACES,
+                   help="darts: 7 ops on every edge; s1-s4: RobustDARTS' spaces; nb201: NAS-Bench-201")
     g.add_argument("--init_channels", type=int, default=16, help="channels of the first cell")
-    g.add_argument("--layers", type=int, default=None, help="cells in the supernet (default 8); with --search_space nb201, cells per stage (default 5)")
-    g.add_argument("--steps", type=int, default=None, help="intermediate nodes per DARTS cell (default 4: 14 edges); s1 has 4 and nb201 its own cell")
-    g.add_argument("--drop_path_prob", type=float, default=None, help=f"per-sample drop-path of every edge's output in training mode (weight and architecture steps, saliency passes), ramped linearly from 0 at the first epoch to this at the last (default: {recipe_defaults('drop_path_prob')})")
-    g.add_argument("--track_running_stats", type=int, default=None, choices=(0, 1), help=f"1: the cells' BN layers keep running statistics for evaluation; 0: they always normalise with the batch's (default: {recipe_defaults('track_running_stats')})")
+    g.add_argument("--layers", type=int, default=None,
+                   help="cells in the supernet (default 8); with --search_space nb201, cells per stage (default 5)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="intermediate nodes per DARTS cell (default 4: 14 edges); s1 has 4 and nb201 its own cell")
+    g.add_argument("--drop_path_prob", type=float, default=None,
+                   help=f"drop-path of every edge, ramped from 0 over the epochs "
+                        f"(default: {recipe_defaults('drop_path_prob')})")
+    g.add_argument("--track_running_stats", type=int, default=None, choices=(0, 1),
+                   help="1: the cells' BN keeps running statistics; 0: batch statistics always "
+                        f"(default: {recipe_defaults('track_running_stats')})")
     g = p.add_argument_group("pruning")
-    g.add_argument("--sal_type", default="task", choices=list(CRITERIA), help="; ".join(f"{c.name}: {c.help}" for c in CRITERIA.values()))
-    g.add_argument("--sal_second", action="store_true", help="s2: add the Hessian-diagonal term (second order of the Taylor expansion)")
-    g.add_argument("--sal_hessian_coef", type=float, default=1.0, help="coefficient of the Hessian term (1 as in the authors' code; 0.5 is the textbook Taylor value)")
-    g.add_argument("--sal_source", default="pass", choices=("pass", "arch_steps"), help="s1 term of the saliency: pass = a pass over the search split at each event (the authors'); arch_steps = the average of -(dL/dbeta)*beta over the architecture steps since the previous point of the schedule (no extra pass)")
-    g.add_argument("--sal_batch_size", type=int, default=None, help=f"batch size of the saliency passes (default: --batch_size; with --sal_second: {recipe_defaults('s2_batch_size')})")
-    g.add_argument("--sal_second_budget", type=int, default=500, help="s2 uses about this many Hessian rows per event: ceil(budget / live ops) batches")
-    g.add_argument("--hessian_chunk", type=int, default=16, help="Hessian diagonal entries computed at once (memory grows with it)")
-    g.add_argument("--warmup", type=int, default=None, help=f"epochs without pruning (default: {recipe_defaults('warmup')})")
-    g.add_argument("--prune_interval", type=int, default=None, help="test/debug: prune every N weight steps (default: half an epoch, i.e. twice per epoch)")
-    g.add_argument("--num_compare", type=int, default=1, help="N > 1: re-check the N lowest-saliency ops by removing each and measuring the validation loss (s1r uses 5)")
-    g.add_argument("--iter_compare", type=int, default=30, help="each candidate is measured on iter_compare + 1 validation batches")
-    g.add_argument("--fixed_compare_batches", action="store_true", help="score every candidate of an event on the same validation batches (the authors draw fresh ones)")
-    g.add_argument("--reg_type", default="norm", choices=REG_TYPES, help="regulariser on the mixing weight of pruned ops")
-    g.add_argument("--reg_alpha", type=float, default=None, help=f"weight of the pruned-op regulariser; 0: none (default: {recipe_defaults('reg_alpha')})")
-    g.add_argument("--none_rule", default="skip", choices=NONE_RULES, help="S3: skip: none is no input of a node for the restricted rule, is pruned before the end and never derived (ours); count: it counts like any op, may survive, and an edge left with only none derives skip_connect (the authors')")
-    g.add_argument("--no_restrict", action="store_true", help="larger search space: no 2-inputs-per-node rule; keep --num_kept_min ops per cell anywhere")
+    g.add_argument("--sal_type", default="task", choices=list(CRITERIA),
+                   help="; ".join(f"{c.name}: {c.help}" for c in CRITERIA.values()))
+    g.add_argument("--sal_second", action="store_true",
+                   help="s2: add the Hessian-diagonal term (second order of the Taylor expansion)")
+    g.add_argument("--sal_hessian_coef", type=float, default=1.0,
+                   help="coefficient of the Hessian term (1 as in the authors' code; 0.5 is the textbook Taylor value)")
+    g.add_argument("--sal_source", default="pass", choices=("pass", "arch_steps"),
+                   help="s1 term: pass = a pass over the search split per event; "
+                        "arch_steps = averaged over the arch steps")
+    g.add_argument("--sal_batch_size", type=int, default=None,
+                   help=f"saliency batch size (default: --batch_size; with --sal_second: "
+                        f"{recipe_defaults('s2_batch_size')})")
+    g.add_argument("--sal_second_budget", type=int, default=500,
+                   help="s2 uses about this many Hessian rows per event: ceil(budget / live ops) batches")
+    g.add_argument("--hessian_chunk", type=int, default=16,
+                   help="Hessian diagonal entries computed at once (memory grows with it)")
+    g.add_argument("--warmup", type=int, default=None,
+                   help=f"epochs without pruning (default: {recipe_defaults('warmup')})")
+    g.add_argument("--prune_interval", type=int, default=None,
+                   help="test/debug: prune every N weight steps (default: half an epoch, i.e. twice per epoch)")
+    g.add_argument("--num_compare", type=int, default=1,
+                   help="N > 1: re-check the N lowest-saliency ops on the validation loss (s1r uses 5)")
+    g.add_argument("--iter_compare", type=int, default=30,
+                   help="each candidate is measured on iter_compare + 1 validation batches")
+    g.add_argument("--fixed_compare_batches", action="store_true",
+                   help="score every candidate of an event on the same validation batches "
+                        "(the authors draw fresh ones)")
+    g.add_argument("--reg_type", default="norm", choices=REG_TYPES,
+                   help="regulariser on the mixing weight of pruned ops")
+    g.add_argument("--reg_alpha", type=float, default=None,
+                   help=f"weight of the pruned-op regulariser; 0: none (default: {recipe_defaults('reg_alpha')})")
+    g.add_argument("--none_rule", default="skip", choices=NONE_RULES,
+                   help="S3's none: skip: no input, pruned, never derived (ours); count: like any op (the authors')")
+    g.add_argument("--no_restrict", action="store_true",
+                   help="larger search space: no 2-inputs-per-node rule; keep --num_kept_min ops per cell anywhere")
     g.add_argument("--num_kept_max", type=int, default=8, help="--no_restrict: ops in the derived genotype")
-    g.add_argument("--num_kept_min", type=int, default=8, help="--no_restrict: pruning stops at this many live ops per cell")
-    g.add_argument("--audit_every", type=int, default=0, help="saliency audit at prune events 1, K+1, 2K+1, ...: the true change of the search loss when each live op alone is removed, against s1, s2 and s2 with coefficient 0.5 (audit.jsonl, results.json); 0: off. Costs a forward pass per live op and batch")
-    g.add_argument("--audit_batches", type=int, default=10, help="saliency batches (the event's first ones) the audit measures on")
-    g.add_argument("--nb201_file", default=None, help="--search_space nb201: the benchmark file (NAS-Bench-201 v1.0/v1.1 .pth or NATS-Bench topology), to record the accuracies of every epoch's cell")
+    g.add_argument("--num_kept_min", type=int, default=8,
+                   help="--no_restrict: pruning stops at this many live ops per cell")
+    g.add_argument("--audit_every", type=int, default=0,
+                   help="saliency audit every K prune events against the true change of the loss (audit.jsonl); 0: off")
+    g.add_argument("--audit_batches", type=int, default=10,
+                   help="saliency batches (the event's first ones) the audit measures on")
+    g.add_argument("--nb201_file", default=None,
+                   help="--search_space nb201: the benchmark file, to look up every epoch's cell")
     g = p.add_argument_group("run")
     g.add_argument("--save", default="EXP", help="experiment name, part of the run directory name")
     g.add_argument("--task", type=int, default=0, help="tag appended to the run directory name")
@@ -87,11 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (the CPU is used when CUDA is absent)")
     g.add_argument("--report_freq", type=int, default=50, help="log every N steps")
     g.add_argument("--save_one_shot", action="store_true", help="also keep the supernet of every epoch")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
-    g.add_argument("--resume", default=None, help="continue an interrupted search in place: its run directory or checkpoint.pt (give the same flags)")
-    utils.add_memory_format_flags(g, "auto", "default: on for the CPU, where bench/bench_search.py measured a 1.8-4.2x faster search step; off on CUDA")
-    g.add_argument("--no_summary", dest="summary", action="store_false", help="no summary figure (summary.png/.pdf: cells, validation curves, pruning, mixing weights) at the end; scripts/plot_search.py draws it later")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes of the weight and architecture steps, the saliency passes and s1r's comparisons (meant for CUDA; the s2 Hessian term and the validation stay float32)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (bit-identical CPU runs; slower on GPUs)")
+    g.add_argument("--resume", default=None,
+                   help="continue an interrupted search in place: its run directory or checkpoint.pt "
+                        "(give the same flags)")
+    utils.add_memory_format_flags(g, "auto", "default: on for the CPU, off on CUDA")
+    g.add_argument("--no_summary", dest="summary", action="store_false",
+                   help="no summary figure (summary.png/.pdf) at the end; scripts/plot_search.py draws it later")
+    g.add_argument("--amp", action="store_true",
+                   help="bf16 autocast of the forward passes (CUDA; the s2 Hessian term and validation stay float32)")
     distributed.add_flags(g)
     divergence.add_flags(g)
     plan.add_flags(p)
@@ -153,7 +201,8 @@ def oom_advice(args, run_dir: Path) -> dict:
     saliency = oom.lower("sal_batch_size", args.sal_batch_size, "search")
     resume = f"resume with the same flags and --resume {run_dir}"
     if args.sal_second:
-        saliency = f"{resume} --hessian_chunk {max(args.hessian_chunk // 2, 1)} (now {args.hessian_chunk}), or {saliency}"
+        saliency = (f"{resume} --hessian_chunk {max(args.hessian_chunk // 2, 1)} (now {args.hessian_chunk}), "
+                    f"or {saliency}")
     return {None: batch, "saliency": saliency,
             "audit": f"{resume} and a lower --hessian_chunk (now {args.hessian_chunk}) or --audit_every 0"}
 

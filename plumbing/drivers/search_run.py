@@ -15,19 +15,15 @@ from typing import Protocol
 import torch
 
 import audit
-from plumbing import board
-from plumbing import checkpoints
-from plumbing import distributed
 import nasbench201
-from plumbing import rundir
-from plumbing import timing
 import utils
 from architect import Architect
 from audit import rules_of
 from data import make_loader
+from model_search import Supernet
+from plumbing import board, checkpoints, distributed, rundir, timing
 from plumbing.divergence import Divergence
 from plumbing.fileio import read_jsonl
-from model_search import Supernet
 from saliency import CRITERIA, Pruner, PruneSchedule
 from search_spaces import recipe_values
 from splits import SPLITS_WHERE, search_data
@@ -288,8 +284,11 @@ def setup(args, world: distributed.World) -> Run:
         data_split=data.split, writer=writer, benchmark=benchmark, state=state, clock=time.time())
 
 
-def describe(run: Run, model: Supernet) -> None:
-    """The space, recipe and split of a new search in search_space.json, and the supernet's size."""
+def start(run: Run, model: Supernet) -> None:
+    """Start the search's clock, once its supernet is built (a resumed search's time is added in
+    `resume`); write the space, recipe and split of a new search in search_space.json, and log the
+    supernet's size."""
+    run.clock = time.time()
     if run.world.is_main and not run.args.resume:
         utils.write_json(run.dir / rundir.SEARCH_SPACE, {**model.space.describe(), "recipe": recipe_values(run.args),
                                                          "data_split": run.data_split})
