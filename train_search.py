@@ -64,8 +64,8 @@ def build(args, world: distributed.World, num_classes: int, memory_format=torch.
 
 
 def prune_schedule(args: argparse.Namespace, steps: int) -> PruneSchedule:
-    """The authors' schedule: no pruning for --warmup epochs, then an event at every
-    --prune_interval-th of an epoch's `steps` weight steps (half an epoch: two per epoch)."""
+    """The authors' schedule: no pruning for --warmup epochs, then an event every --prune_interval
+    weight steps (by default half of an epoch's `steps`: two events per epoch)."""
     return PruneSchedule(args.warmup, args.prune_interval or max(steps // 2, 1), steps, args.epochs)
 
 
