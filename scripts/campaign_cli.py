@@ -23,14 +23,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plumbing import rundir  # noqa: E402
 from plumbing.cli import ArgumentParser, UserError, duration, run_cli, table  # noqa: E402
 from plumbing.drivers import campaign  # noqa: E402
+from saliency import CRITERIA  # noqa: E402
 
 # The paper's variants (the flags that differ from train_search.py's defaults).
-VARIANTS = {
+PAPER = {
     "s1": ["--sal_type", "task"],  # first-order Taylor saliency of the search loss
     "s2": ["--sal_type", "task", "--sal_second"],  # plus the exact Hessian-diagonal term
     "s1r": ["--sal_type", "task", "--num_compare", "5"],  # the 5 lowest re-checked by removal
     "s1r_larger": ["--sal_type", "task", "--num_compare", "5", "--no_restrict"],  # the larger space
 }
+
+
+def variants() -> dict[str, list[str]]:
+    """The paper's variants, and a variant for every other registered saliency criterion (by its
+    label; run only when --variants names it)."""
+    return {**PAPER, **{c.label: ["--sal_type", c.name] for c in CRITERIA.values() if not c.taylor}}
+
+
 # The other spaces the authors searched with s1r, each on its data sets.
 SPACES = {**{s: ("cifar10", "cifar100", "svhn") for s in ("s1", "s2", "s3", "s4")},
           "nb201": ("cifar10", "cifar100", "imagenet16")}
@@ -53,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stages", nargs="+", choices=STAGES, default=["search", "retrain"],
                    help="search (x seeds), retrain (each search's cell), "
                         "select (over all searches), imagenet (the winner)")
-    g.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                   help="the paper's search variants in the DARTS space")
+    g.add_argument("--variants", nargs="+", choices=list(variants()), default=list(PAPER),
+                   help="search variants in the DARTS space: the paper's, or other registered criteria")
     g.add_argument("--spaces", nargs="+", choices=list(SPACES), default=None,
                    help="search with s1r in these spaces (on --datasets) instead of --variants; "
                         "retrain in RobustDARTS' sizes")
@@ -154,14 +163,14 @@ def retrain_flags(args: argparse.Namespace, dataset: str | None) -> list[str]:
 def searches(args: argparse.Namespace) -> list[Search]:
     """The kinds of search asked for: the variants, or s1r in every space on every data set."""
     if not args.spaces:
-        return [Search(v, [*VARIANTS[v], "--data", args.data], retrain_flags(args, None))
+        return [Search(v, [*variants()[v], "--data", args.data], retrain_flags(args, None))
                 for v in args.variants]
     found = []
     for space in args.spaces:
         bench = space == BENCHMARK
         files = [("--nb201_splits", args.nb201_splits), ("--nb201_file", args.nb201_file)] if bench else []
         for dataset in args.datasets or SPACES[space]:
-            flags = ["--search_space", space, "--dataset", dataset, *VARIANTS["s1r"],
+            flags = ["--search_space", space, "--dataset", dataset, *PAPER["s1r"],
                      *(x for flag, value in files if value for x in (flag, value)), "--data", args.data]
             found.append(Search(f"{space}_{dataset}", flags, None if bench else retrain_flags(args, dataset)))
     return found

@@ -1,6 +1,6 @@
 """A saliency criterion is one registered entry: a toy criterion, registered here alone, is a
 choice of --sal_type with its help, prunes by its own scores, is charged by --plan as it says,
-is named by the results and audited under its label."""
+is named by the results, audited under its label and offered by the campaign."""
 import json
 
 import pytest
@@ -9,6 +9,7 @@ import train_search
 from conftest import TINY_SEARCH
 from plumbing.fileio import read_jsonl as lines
 from saliency import CRITERIA, Criterion, register
+from test_readme import load_script
 
 
 def by_op_index(pruner, batches):
@@ -56,3 +57,12 @@ def test_plan_charges_a_criterion_as_registered(tmp_path, toy, reads_batches):
     (run,) = train_search.main([*TINY_SEARCH, "--sal_type", "toy", "--plan", "--plan_file",
                                 str(tmp_path / "plan.json")])["runs"]
     assert (run["phases"]["saliency"]["seconds"] > 0) is reads_batches  # (a pass over the scoring split)
+
+
+def test_the_campaign_offers_a_registered_criterion(toy):
+    toy()
+    campaign_cli = load_script("scripts/campaign_cli.py")
+    args = campaign_cli.build_parser().parse_args(["--variants", "s1", "toy"])
+    found = {s.save: s.flags for s in campaign_cli.searches(args)}
+    assert found["toy"][:2] == ["--sal_type", "toy"] and found["s1"][:2] == ["--sal_type", "task"]
+    assert campaign_cli.build_parser().parse_args([]).variants == ["s1", "s2", "s1r", "s1r_larger"]
