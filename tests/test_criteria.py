@@ -37,8 +37,8 @@ def test_a_toy_criterion_searches_and_is_audited_under_its_label(tmp_path, toy):
     toy()
     helps = {a.dest: a.help for a in train_search.build_parser()._actions}
     assert "toy: the op's index on its edge" in helps["sal_type"]
-    results = train_search.main([*TINY_SEARCH, "--sal_type", "toy", "--audit_every", "2", "--audit_batches", "1",
-                                 "--out_dir", str(tmp_path)])
+    results = train_search.main([*TINY_SEARCH, "--epochs", "2", "--sal_type", "toy", "--audit_every", "2",
+                                 "--audit_batches", "1", "--out_dir", str(tmp_path)])  # (2 events, 1 audited)
     assert results["variant"] == "FP-DARTS-toy"
     run_dir = next(tmp_path.glob("search-*"))
     events = lines(run_dir / "prune_events.jsonl")
